@@ -1,0 +1,31 @@
+"""C-MELT for transformers. Importing the package registers the classes with the Auto factories, so a saved
+folder loads with `AutoModel.from_pretrained(folder)`; without the package installed it loads with
+`trust_remote_code=True` from the code copied into the folder."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForPreTraining
+
+from .configuration_cmelt import CMELTConfig, CMELTECGConfig
+from .modeling_cmelt import (
+    CMELTECGModel,
+    CMELTForECGClassification,
+    CMELTForPreTraining,
+    CMELTModel,
+    CMELTPreTrainedModel,
+)
+
+AutoConfig.register(CMELTConfig.model_type, CMELTConfig, exist_ok=True)
+AutoConfig.register(CMELTECGConfig.model_type, CMELTECGConfig, exist_ok=True)
+AutoModel.register(CMELTConfig, CMELTModel, exist_ok=True)
+AutoModel.register(CMELTECGConfig, CMELTECGModel, exist_ok=True)
+AutoModelForPreTraining.register(CMELTConfig, CMELTForPreTraining, exist_ok=True)
+AutoModelForAudioClassification.register(CMELTConfig, CMELTForECGClassification, exist_ok=True)
+
+__all__ = [
+    "CMELTConfig",
+    "CMELTECGConfig",
+    "CMELTPreTrainedModel",
+    "CMELTECGModel",
+    "CMELTModel",
+    "CMELTForPreTraining",
+    "CMELTForECGClassification",
+]

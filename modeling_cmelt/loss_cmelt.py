@@ -1,0 +1,120 @@
+"""The four C-MELT pretraining losses, each a small function testable against its formula.
+
+- `mlm_loss`: cross-entropy over masked report tokens.
+- `mem_loss`: MSE between predicted and target ECG patches, on masked tokens only.
+- `etm_loss`: binary cross-entropy of ECG-text matching.
+- `siglep_loss`: SigLIP's sigmoid loss  -1/B sum_i sum_j log sigmoid(y_ij * (scale * x_i . t_j + bias)),
+  computed over the *global* batch when running data-parallel (texts are gathered with their gradient).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over positions whose label is not -100. `logits` (..., vocab), `labels` (...)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def patchify_ecg(input_values: torch.Tensor, num_tokens: int, samples_per_token: int, normalize: bool) -> torch.Tensor:
+    """(batch, leads, samples) -> (batch, num_tokens, leads * samples_per_token): the MEM target of each token.
+
+    The signal is cut to `num_tokens * samples_per_token` samples (5000 -> 4992 for the paper's conv stack). With
+    `normalize`, each lead of each patch is z-scored (MAE's norm_pix_loss), so a lead that was zeroed stays zero.
+    """
+    batch, leads, _ = input_values.shape
+    used = num_tokens * samples_per_token
+    patches = input_values[:, :, :used].reshape(batch, leads, num_tokens, samples_per_token).transpose(1, 2)
+    if normalize:
+        mean = patches.mean(dim=-1, keepdim=True)
+        var = patches.var(dim=-1, keepdim=True, unbiased=False)
+        patches = (patches - mean) / (var + 1e-6).sqrt()
+    return patches.reshape(batch, num_tokens, leads * samples_per_token)
+
+
+def mem_loss(predictions: torch.Tensor, targets: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over masked tokens (token_mask == 1) of the per-token mean squared error; visible tokens are ignored."""
+    per_token = (predictions.float() - targets.float()).pow(2).mean(dim=-1)
+    token_mask = token_mask.to(per_token.dtype)
+    return (per_token * token_mask).sum() / token_mask.sum().clamp(min=1.0)
+
+
+def etm_loss(logits: torch.Tensor, is_aligned: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the ECG-text matching logits (batch,) against `is_aligned` (1 = true pair)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), is_aligned.to(torch.float32))
+
+
+def _data_parallel_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def siglep_targets(
+    batch_size: int,
+    num_texts: int,
+    row_offset: int = 0,
+    is_aligned: torch.Tensor | None = None,
+    ecg_report_ids: torch.Tensor | None = None,
+    text_report_ids: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """+1 / -1 targets (batch_size, num_texts) for ECG rows `row_offset ... row_offset + batch_size` of the batch.
+
+    With report ids (duplicate-aware), ECG i and text j are a positive pair whenever text j *is* ECG i's report:
+    the same report id. Otherwise the positive of row i is the text at the same batch position, and only when
+    that pair is aligned (an N3S swap makes it a negative).
+    """
+    if ecg_report_ids is not None and text_report_ids is not None:
+        positive = ecg_report_ids.reshape(-1, 1) == text_report_ids.reshape(1, -1)
+    else:
+        rows = torch.arange(batch_size, device=device) + row_offset
+        positive = rows.reshape(-1, 1) == torch.arange(num_texts, device=device).reshape(1, -1)
+        if is_aligned is not None:
+            positive = positive & is_aligned.reshape(-1, 1).bool()
+    return positive.to(torch.float32) * 2.0 - 1.0
+
+
+def siglep_loss(
+    ecg_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor | float = 1.0,
+    logit_bias: torch.Tensor | float = 0.0,
+    is_aligned: torch.Tensor | None = None,
+    ecg_report_ids: torch.Tensor | None = None,
+    text_report_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SigLIP sigmoid loss of local ECG rows against every text of the global batch.
+
+    Single process: -1/B sum_ij log sigmoid(y_ij * z_ij), z = scale * ecg @ text.T + bias.
+    Data-parallel: each rank scores its own ECGs against all ranks' texts (gathered *with* gradient) and
+    returns its rows' sum divided by its local batch size. The mean over ranks then equals the single-process
+    loss on the concatenated batch, and so do the gradients after DDP's averaging (the all-gather's backward
+    routes each text's gradient from every rank back to its owner). Every rank must hold the same batch size.
+    """
+    rank, world_size = _data_parallel_world()
+    local_batch = ecg_embeds.shape[0]
+    if world_size > 1:
+        text_embeds = torch.cat(dist.nn.functional.all_gather(text_embeds.contiguous()))
+        if text_report_ids is not None:
+            text_report_ids = _gather_no_grad(text_report_ids)
+    targets = siglep_targets(
+        local_batch,
+        text_embeds.shape[0],
+        row_offset=rank * local_batch,
+        is_aligned=is_aligned,
+        ecg_report_ids=ecg_report_ids,
+        text_report_ids=text_report_ids,
+        device=ecg_embeds.device,
+    )
+    logits = ecg_embeds.float() @ text_embeds.float().t() * logit_scale + logit_bias
+    return -F.logsigmoid(targets * logits).sum() / local_batch

@@ -1,0 +1,868 @@
+"""C-MELT: an ECG transformer and a text encoder pretrained jointly with MLM, MEM, ETM and Siglep.
+
+Module map (all weights of one checkpoint share these names, so every head class loads the same folder):
+    ecg_model      CMELTECGModel: conv feature extractor -> LayerNorm -> projection -> conv positions -> CLS ->
+                   post-LN transformer layers (MAE-style token dropping during pretraining)
+    text_model     any text encoder built from `config.text_config` (T5: encoder only), always given a mask
+    ecg_pooler / ecg_projection, text_pooler / text_projection, logit_scale / logit_bias   (Siglep)
+    fusion         bidirectional cross-attention layers (pretraining only)
+    mlm_head, mem_decoder, etm_head                                                         (pretraining only)
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForTextEncoding, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_cmelt import CMELTConfig, CMELTECGConfig
+from .loss_cmelt import etm_loss, mem_loss, mlm_loss, patchify_ecg, siglep_loss
+
+
+@dataclass
+class CMELTECGModelOutput(ModelOutput):
+    """Output of the ECG encoder.
+
+    Args:
+        last_hidden_state: (batch, 1 + kept tokens, hidden) — token 0 is CLS.
+        pooler_output: (batch, hidden) — CLS or mean of the tokens, per `config.pooling`.
+        token_mask: (batch, num_tokens), 1 where a token was dropped for MEM (None without masking).
+        ids_restore: (batch, num_tokens) permutation that puts kept + dropped tokens back in order.
+        hidden_states: per-layer states when asked for.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    token_mask: torch.Tensor | None = None
+    ids_restore: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class CMELTOutput(ModelOutput):
+    """Output of the dual encoder (zero-shot, retrieval).
+
+    Args:
+        loss: Siglep loss with the diagonal as positives, when `return_loss=True`.
+        logits_per_ecg: (num_ecgs, num_texts) scaled similarities; sigmoid gives match probabilities.
+        logits_per_text: the transpose.
+        ecg_embeds / text_embeds: the projected (and, if configured, L2-normalised) embeddings.
+        ecg_model_output / text_model_output: the towers' outputs.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_ecg: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    ecg_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    ecg_model_output: CMELTECGModelOutput | None = None
+    text_model_output: BaseModelOutput | None = None
+
+    def to_tuple(self) -> tuple:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+@dataclass
+class CMELTForPreTrainingOutput(ModelOutput):
+    """Output of one pretraining forward: the weighted total and each enabled loss, with the logits behind them.
+
+    Args:
+        loss: weighted sum of the enabled losses.
+        loss_mlm / loss_mem / loss_etm / loss_siglep: each loss (None when switched off).
+        mlm_logits: (num_masked_tokens, vocab) logits at the masked positions only.
+        mem_predictions: (batch, num_tokens, leads * samples_per_token) reconstructed patches.
+        etm_logits: (batch,) ECG-text matching logits.
+        logits_per_ecg: (batch, batch) Siglep logits of the local batch.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_mlm: torch.FloatTensor | None = None
+    loss_mem: torch.FloatTensor | None = None
+    loss_etm: torch.FloatTensor | None = None
+    loss_siglep: torch.FloatTensor | None = None
+    mlm_logits: torch.FloatTensor | None = None
+    mem_predictions: torch.FloatTensor | None = None
+    etm_logits: torch.FloatTensor | None = None
+    logits_per_ecg: torch.FloatTensor | None = None
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
+        else:
+            weights = weights + attention_mask
+    weights = nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class CMELTAttention(nn.Module):
+    """Multi-head attention; cross-attention when `key_value_states` is given."""
+
+    def __init__(self, config, hidden_size: int, num_heads: int, dropout: float, key_value_size: int | None = None):
+        super().__init__()
+        self.config = config
+        self.head_dim = hidden_size // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = dropout
+        self.is_causal = False
+        key_value_size = key_value_size or hidden_size
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(key_value_size, hidden_size)
+        self.v_proj = nn.Linear(key_value_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        key_value_states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        key_value_states = hidden_states if key_value_states is None else key_value_states
+        batch, query_len, _ = hidden_states.shape
+        query = self.q_proj(hidden_states).view(batch, query_len, -1, self.head_dim).transpose(1, 2)
+        key = self.k_proj(key_value_states).view(batch, key_value_states.shape[1], -1, self.head_dim).transpose(1, 2)
+        value = self.v_proj(key_value_states).view(batch, key_value_states.shape[1], -1, self.head_dim).transpose(1, 2)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, _ = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+            is_causal=False,
+        )
+        return self.out_proj(output.reshape(batch, query_len, -1))
+
+
+class CMELTFeedForward(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, activation: str, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.activation = ACT2FN[activation]
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.activation(self.fc1(hidden_states))))
+
+
+# ----------------------------------------------------------------------------------------------- ECG encoder
+
+
+class CMELTConvLayer(nn.Module):
+    def __init__(self, config: CMELTECGConfig, layer_id: int):
+        super().__init__()
+        in_channels = config.num_leads if layer_id == 0 else config.conv_dim[layer_id - 1]
+        out_channels = config.conv_dim[layer_id]
+        self.conv = nn.Conv1d(
+            in_channels,
+            out_channels,
+            kernel_size=config.conv_kernel[layer_id],
+            stride=config.conv_stride[layer_id],
+            bias=config.conv_bias,
+        )
+        if config.feat_extract_norm == "layer":
+            self.norm = nn.LayerNorm(out_channels, elementwise_affine=True)
+        elif layer_id == 0:
+            self.norm = nn.GroupNorm(num_groups=out_channels, num_channels=out_channels, affine=True)
+        else:
+            self.norm = None
+        self.activation = ACT2FN[config.feat_extract_activation]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.conv(hidden_states)
+        if isinstance(self.norm, nn.LayerNorm):
+            hidden_states = self.norm(hidden_states.transpose(-2, -1)).transpose(-2, -1)
+        elif self.norm is not None:
+            hidden_states = self.norm(hidden_states)
+        return self.activation(hidden_states)
+
+
+class CMELTFeatureEncoder(nn.Module):
+    """(batch, leads, samples) -> (batch, conv_dim[-1], tokens)."""
+
+    def __init__(self, config: CMELTECGConfig):
+        super().__init__()
+        self.conv_layers = nn.ModuleList(CMELTConvLayer(config, i) for i in range(len(config.conv_dim)))
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        hidden_states = input_values
+        for conv_layer in self.conv_layers:
+            hidden_states = conv_layer(hidden_states)
+        return hidden_states
+
+
+class CMELTFeatureProjection(nn.Module):
+    def __init__(self, config: CMELTECGConfig):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(config.conv_dim[-1], eps=config.layer_norm_eps)
+        self.projection = nn.Linear(config.conv_dim[-1], config.hidden_size)
+        self.dropout = nn.Dropout(config.feat_proj_dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.projection(self.layer_norm(features)))
+
+
+class CMELTPositionalConvEmbedding(nn.Module):
+    """wav2vec 2.0's convolutional relative positions: grouped, weight-normalised, 'same' length."""
+
+    def __init__(self, config: CMELTECGConfig):
+        super().__init__()
+        conv = nn.Conv1d(
+            config.hidden_size,
+            config.hidden_size,
+            kernel_size=config.num_conv_pos_embeddings,
+            padding=config.num_conv_pos_embeddings // 2,
+            groups=config.num_conv_pos_embedding_groups,
+        )
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.remove_last = config.num_conv_pos_embeddings % 2 == 0
+        self.activation = ACT2FN[config.feat_extract_activation]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        positions = self.conv(hidden_states.transpose(1, 2))
+        if self.remove_last:
+            positions = positions[:, :, :-1]
+        return self.activation(positions).transpose(1, 2)
+
+
+class CMELTECGLayer(GradientCheckpointingLayer):
+    """Post-LN transformer layer (BERT / wav2vec 2.0 base)."""
+
+    def __init__(self, config: CMELTECGConfig):
+        super().__init__()
+        self.attention = CMELTAttention(
+            config, config.hidden_size, config.num_attention_heads, config.attention_dropout
+        )
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = CMELTFeedForward(
+            config.hidden_size, config.intermediate_size, config.hidden_act, config.activation_dropout
+        )
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.layer_norm(hidden_states + self.dropout(self.attention(hidden_states)))
+        return self.final_layer_norm(hidden_states + self.dropout(self.feed_forward(hidden_states)))
+
+
+def check_ecg_input(input_values: torch.Tensor, config: CMELTECGConfig, lead_mask: torch.Tensor | None = None):
+    """Refuse inputs the encoder would silently mis-read (transposed, wrong lead count, too short)."""
+    expected = f"(batch, {config.num_leads} leads, samples), e.g. (batch, 12, {config.num_samples}) at 500 Hz"
+    if input_values.dim() != 3:
+        raise ValueError(f"input_values must be {expected}; got shape {tuple(input_values.shape)}")
+    batch, leads, samples = input_values.shape
+    if leads != config.num_leads:
+        hint = " — it looks transposed: use input_values.transpose(1, 2)" if samples == config.num_leads else ""
+        raise ValueError(f"input_values must be {expected}; got shape {tuple(input_values.shape)}{hint}")
+    if config.conv_output_length(samples) < 1:
+        raise ValueError(
+            f"input_values has {samples} samples, too few for the conv stack (kernels {list(config.conv_kernel)}, "
+            f"strides {list(config.conv_stride)}); expected {config.num_samples}"
+        )
+    if lead_mask is not None and tuple(lead_mask.shape) != (batch, leads):
+        raise ValueError(f"lead_mask must have shape (batch, {leads}) = {(batch, leads)}; got {tuple(lead_mask.shape)}")
+
+
+# Every Auto class a saved C-MELT folder answers to; one checkpoint serves them all (see the module map above).
+HUB_AUTO_MAP = {
+    "AutoConfig": "configuration_cmelt.CMELTConfig",
+    "AutoModel": "modeling_cmelt.CMELTModel",
+    "AutoModelForPreTraining": "modeling_cmelt.CMELTForPreTraining",
+    "AutoModelForAudioClassification": "modeling_cmelt.CMELTForECGClassification",
+}
+
+
+def copy_hub_code(save_directory: str | Path) -> list[Path]:
+    """Copy this folder's code and data files next to saved weights, so the folder is a complete Hub repo:
+    the feature extractor, processor and pipeline are not imported by the model, so transformers would skip them."""
+    source = Path(__file__).resolve().parent
+    copied = []
+    for path in sorted(source.glob("*.py")) + sorted(source.glob("*.json")):
+        if path.name != "__init__.py":
+            target = Path(save_directory) / path.name
+            shutil.copyfile(path, target)
+            copied.append(target)
+    return copied
+
+
+class CMELTPreTrainedModel(PreTrainedModel):
+    config: CMELTConfig
+    config_class = CMELTConfig
+    base_model_prefix = "cmelt"
+    main_input_name = "input_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = ["CMELTECGLayer", "CMELTFusionLayer", "CMELTMEMDecoderLayer", "T5Block", "BertLayer"]
+
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
+        """Save weights (safetensors) and config with the full `auto_map`, plus every code file of the model."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **HUB_AUTO_MAP}
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            copy_hub_code(save_directory)
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, CMELTECGModel):
+            init.normal_(module.cls_token, std=module.config.initializer_range)
+        elif isinstance(module, CMELTPositionalConvEmbedding):
+            std = 2 * math.sqrt(1 / (module.conv.kernel_size[0] * module.conv.in_channels))
+            init.normal_(module.conv.parametrizations.weight.original1, std=std)
+            init.ones_(module.conv.parametrizations.weight.original0)
+            init.zeros_(module.conv.bias)
+        elif isinstance(module, CMELTMEMDecoder):
+            init.normal_(module.mask_token, std=self.config.initializer_range)
+        elif isinstance(module, CMELTModel) and module.logit_scale is not None:
+            init.constant_(module.logit_scale, module.config.logit_scale_init_value)
+            init.constant_(module.logit_bias, module.config.logit_bias_init_value)
+
+
+class CMELTECGModel(CMELTPreTrainedModel):
+    """The ECG tower. `mask_ratio > 0` drops that fraction of tokens at random before the transformer (MEM)."""
+
+    config: CMELTECGConfig
+    config_class = CMELTECGConfig
+    base_model_prefix = "ecg_model"
+
+    def __init__(self, config: CMELTECGConfig):
+        super().__init__(config)
+        self.feature_encoder = CMELTFeatureEncoder(config)
+        self.feature_projection = CMELTFeatureProjection(config)
+        self.pos_conv_embed = CMELTPositionalConvEmbedding(config)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(CMELTECGLayer(config) for _ in range(config.num_hidden_layers))
+        self.post_init()
+
+    @staticmethod
+    def random_masking(sequence: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None):
+        """Keep a random (1 - mask_ratio) of the tokens of each sample; `noise` (batch, tokens) fixes the draw.
+
+        Returns the kept tokens, a 0/1 mask (1 = dropped) in the original order, and the restoring permutation.
+        """
+        batch, length, width = sequence.shape
+        len_keep = max(1, int(length * (1 - mask_ratio)))
+        if noise is None:
+            noise = torch.rand(batch, length, device=sequence.device)
+        ids_shuffle = torch.argsort(noise, dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        ids_keep = ids_shuffle[:, :len_keep]
+        kept = torch.gather(sequence, 1, ids_keep.unsqueeze(-1).expand(-1, -1, width))
+        token_mask = torch.ones(batch, length, device=sequence.device, dtype=sequence.dtype)
+        token_mask[:, :len_keep] = 0
+        return kept, torch.gather(token_mask, 1, ids_restore), ids_restore
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        lead_mask: torch.Tensor | None = None,
+        mask_ratio: float = 0.0,
+        noise: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> CMELTECGModelOutput:
+        r"""
+        input_values: (batch, 12, samples) float, canonical lead order, mV (see CMELTFeatureExtractor).
+        lead_mask: (batch, 12) bool/0-1, False where a lead is absent or masked out; those leads are zeroed.
+        mask_ratio: fraction of tokens to drop (pretraining's MEM); 0 at inference.
+        noise: (batch, num_tokens) values whose argsort decides which tokens are dropped (tests, reproducibility).
+        """
+        check_ecg_input(input_values, self.config, lead_mask)
+        if lead_mask is not None:
+            input_values = input_values * lead_mask.to(input_values.dtype).unsqueeze(-1)
+        features = self.feature_encoder(input_values).transpose(1, 2)
+        hidden_states = self.feature_projection(features)
+        hidden_states = hidden_states + self.pos_conv_embed(hidden_states)
+        token_mask = ids_restore = None
+        if mask_ratio > 0:
+            hidden_states, token_mask, ids_restore = self.random_masking(hidden_states, mask_ratio, noise)
+        cls_tokens = self.cls_token.expand(hidden_states.shape[0], -1, -1).to(hidden_states.dtype)
+        hidden_states = self.dropout(self.layer_norm(torch.cat([cls_tokens, hidden_states], dim=1)))
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        pooled = hidden_states[:, 0] if self.config.pooling == "cls" else hidden_states[:, 1:].mean(dim=1)
+        return CMELTECGModelOutput(
+            last_hidden_state=hidden_states,
+            pooler_output=pooled,
+            token_mask=token_mask,
+            ids_restore=ids_restore,
+            hidden_states=all_hidden_states,
+        )
+
+
+# ------------------------------------------------------------------------------------------- dual encoder
+
+
+class CMELTPooler(nn.Module):
+    """dense -> tanh on an already pooled vector (BERT's pooler, applied after `pool_sequence`)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(pooled))
+
+
+def pool_sequence(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """"first"/"cls": token 0; "mean": mean over positions where `attention_mask` is 1."""
+    if mode in ("first", "cls"):
+        return hidden_states[:, 0]
+    if attention_mask is None:
+        return hidden_states.mean(dim=1)
+    weights = attention_mask.to(hidden_states.dtype).unsqueeze(-1)
+    return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class CMELTModel(CMELTPreTrainedModel):
+    """ECG and text towers with Siglep projections: zero-shot labelling and ECG-report retrieval."""
+
+    # A pretraining checkpoint also holds the fusion and pretraining heads; the dual encoder does not need them.
+    _keys_to_ignore_on_load_unexpected = [r"^fusion\.", r"^mlm_head\.", r"^mem_decoder\.", r"^etm_head\."]
+
+    def __init__(self, config: CMELTConfig):
+        super().__init__(config)
+        self._build_dual_encoder(config)
+        self.post_init()
+
+    def _build_dual_encoder(self, config: CMELTConfig) -> None:
+        self.ecg_model = CMELTECGModel._from_config(config.ecg_config)
+        self.text_model = AutoModelForTextEncoding.from_config(config.text_config)
+        ecg_hidden, text_hidden = config.ecg_config.hidden_size, config.text_hidden_size
+        self.ecg_pooler = CMELTPooler(ecg_hidden)
+        self.ecg_projection = nn.Linear(ecg_hidden, config.projection_dim)
+        self.text_pooler = CMELTPooler(text_hidden)
+        self.text_projection = nn.Linear(text_hidden, config.projection_dim)
+        if config.siglep_learnable_scale:
+            self.logit_scale = nn.Parameter(torch.empty(1))
+            self.logit_bias = nn.Parameter(torch.empty(1))
+        else:
+            self.logit_scale = self.logit_bias = None
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.text_model.set_input_embeddings(value)
+
+    def logit_scale_and_bias(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        if self.logit_scale is None:
+            return 1.0, 0.0
+        return self.logit_scale.exp(), self.logit_bias
+
+    def _project(self, pooled: torch.Tensor, pooler: CMELTPooler, projection: nn.Linear) -> torch.Tensor:
+        embeds = projection(pooler(pooled))
+        if self.config.siglep_normalize:
+            embeds = nn.functional.normalize(embeds, dim=-1)
+        return embeds
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[BaseModelOutput, torch.Tensor]:
+        """Run the text tower, always with an attention mask (derived from the pad token when not given)."""
+        if attention_mask is None:
+            pad_token_id = self.config.text_config.pad_token_id
+            if pad_token_id is None:
+                raise ValueError("attention_mask is required: the text config has no pad_token_id to derive it from")
+            attention_mask = (input_ids != pad_token_id).long()
+        return self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True), attention_mask
+
+    def get_ecg_features(
+        self, input_values: torch.Tensor, lead_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """ECG embeddings for zero-shot / retrieval in `pooler_output` (batch, projection_dim)."""
+        ecg_output = self.ecg_model(input_values, lead_mask=lead_mask, **kwargs)
+        embeds = self._project(ecg_output.pooler_output, self.ecg_pooler, self.ecg_projection)
+        return BaseModelOutputWithPooling(last_hidden_state=ecg_output.last_hidden_state, pooler_output=embeds)
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """Text embeddings in `pooler_output` (batch, projection_dim)."""
+        text_output, attention_mask = self.encode_text(input_ids, attention_mask)
+        pooled = pool_sequence(text_output.last_hidden_state, attention_mask, self.config.text_pooling)
+        embeds = self._project(pooled, self.text_pooler, self.text_projection)
+        return BaseModelOutputWithPooling(last_hidden_state=text_output.last_hidden_state, pooler_output=embeds)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        lead_mask: torch.Tensor | None = None,
+        return_loss: bool = False,
+        **kwargs,
+    ) -> CMELTOutput:
+        r"""
+        Scores every ECG against every text. `return_loss` computes Siglep with the diagonal as positives
+        (then the batch sizes must match).
+        """
+        if return_loss and input_values.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"return_loss pairs ECG i with text i, so batch sizes must match: {input_values.shape[0]} ECGs, "
+                f"{input_ids.shape[0]} texts"
+            )
+        ecg_output = self.get_ecg_features(input_values, lead_mask=lead_mask)
+        text_output = self.get_text_features(input_ids, attention_mask)
+        ecg_embeds, text_embeds = ecg_output.pooler_output, text_output.pooler_output
+        scale, bias = self.logit_scale_and_bias()
+        logits_per_ecg = ecg_embeds @ text_embeds.t() * scale + bias
+        loss = siglep_loss(ecg_embeds, text_embeds, scale, bias) if return_loss else None
+        return CMELTOutput(
+            loss=loss,
+            logits_per_ecg=logits_per_ecg,
+            logits_per_text=logits_per_ecg.t(),
+            ecg_embeds=ecg_embeds,
+            text_embeds=text_embeds,
+            ecg_model_output=ecg_output,
+            text_model_output=text_output,
+        )
+
+
+# ---------------------------------------------------------------------------------------- pretraining
+
+
+class CMELTFusionLayer(GradientCheckpointingLayer):
+    """One stream of the fusion: self-attention, cross-attention to the other modality, feed-forward (post-LN)."""
+
+    def __init__(self, config: CMELTConfig):
+        super().__init__()
+        width, heads, dropout = config.fusion_hidden_size, config.fusion_num_attention_heads, config.fusion_dropout
+        eps = config.fusion_layer_norm_eps
+        self.self_attention = CMELTAttention(config, width, heads, dropout)
+        self.self_attention_norm = nn.LayerNorm(width, eps=eps)
+        self.cross_attention = CMELTAttention(config, width, heads, dropout)
+        self.cross_attention_norm = nn.LayerNorm(width, eps=eps)
+        self.feed_forward = CMELTFeedForward(width, config.fusion_intermediate_size, config.fusion_hidden_act, 0.0)
+        self.feed_forward_norm = nn.LayerNorm(width, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        other_states: torch.Tensor,
+        self_attention_mask: torch.Tensor | None = None,
+        cross_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        attended = self.self_attention(hidden_states, self_attention_mask)
+        hidden_states = self.self_attention_norm(hidden_states + self.dropout(attended))
+        attended = self.cross_attention(hidden_states, cross_attention_mask, key_value_states=other_states)
+        hidden_states = self.cross_attention_norm(hidden_states + self.dropout(attended))
+        return self.feed_forward_norm(hidden_states + self.dropout(self.feed_forward(hidden_states)))
+
+
+class CMELTFusion(nn.Module):
+    """Projects both towers to the fusion width, adds modality-type embeddings (text 0, ECG 1), and runs
+    `fusion_num_layers` layers per modality, each stream attending to the other's previous-layer states."""
+
+    def __init__(self, config: CMELTConfig):
+        super().__init__()
+        self.config = config
+        self.text_input_projection = nn.Linear(config.text_hidden_size, config.fusion_hidden_size)
+        self.ecg_input_projection = nn.Linear(config.ecg_config.hidden_size, config.fusion_hidden_size)
+        self.modality_type_embeddings = nn.Embedding(2, config.fusion_hidden_size)
+        self.text_layers = nn.ModuleList(CMELTFusionLayer(config) for _ in range(config.fusion_num_layers))
+        self.ecg_layers = nn.ModuleList(CMELTFusionLayer(config) for _ in range(config.fusion_num_layers))
+
+    def forward(self, text_states, text_attention_mask, ecg_states) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Returns the final text stream and the ECG stream after every layer."""
+        text_states = self.text_input_projection(text_states) + self.modality_type_embeddings.weight[0]
+        ecg_states = self.ecg_input_projection(ecg_states) + self.modality_type_embeddings.weight[1]
+        text_self_mask = create_bidirectional_mask(self.config, text_states, text_attention_mask)
+        ecg_to_text_mask = create_bidirectional_mask(
+            self.config, ecg_states, text_attention_mask, encoder_hidden_states=text_states
+        )
+        ecg_stream = []
+        for text_layer, ecg_layer in zip(self.text_layers, self.ecg_layers):
+            text_states, ecg_states = (
+                text_layer(text_states, ecg_states, text_self_mask, None),
+                ecg_layer(ecg_states, text_states, None, ecg_to_text_mask),
+            )
+            ecg_stream.append(ecg_states)
+        return text_states, ecg_stream
+
+
+class CMELTMLMHead(nn.Module):
+    """BERT prediction head: dense -> activation -> LayerNorm -> vocabulary logits."""
+
+    def __init__(self, config: CMELTConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.fusion_hidden_size, config.fusion_hidden_size)
+        self.activation = ACT2FN[config.fusion_hidden_act]
+        self.layer_norm = nn.LayerNorm(config.fusion_hidden_size, eps=config.fusion_layer_norm_eps)
+        self.decoder = nn.Linear(config.fusion_hidden_size, config.text_config.vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.layer_norm(self.activation(self.dense(hidden_states))))
+
+
+class CMELTMEMDecoderLayer(GradientCheckpointingLayer):
+    """Pre-LN transformer block of the MAE-style decoder."""
+
+    def __init__(self, config: CMELTConfig):
+        super().__init__()
+        width = config.mem_decoder_hidden_size
+        self.attention_norm = nn.LayerNorm(width, eps=1e-6)
+        self.attention = CMELTAttention(config, width, config.mem_decoder_num_attention_heads, 0.0)
+        self.feed_forward_norm = nn.LayerNorm(width, eps=1e-6)
+        self.feed_forward = CMELTFeedForward(width, config.mem_decoder_intermediate_size, "gelu", 0.0)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.attention(self.attention_norm(hidden_states))
+        return hidden_states + self.feed_forward(self.feed_forward_norm(hidden_states))
+
+
+def sinusoidal_positions(length: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Fixed sine/cosine position table (length, width) of "Attention is all you need"."""
+    position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    frequencies = torch.exp(torch.arange(0, width, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width, device=device, dtype=torch.float32)
+    table[:, 0::2] = torch.sin(position * frequencies)
+    table[:, 1::2] = torch.cos(position * frequencies[: width // 2])
+    return table.to(dtype)
+
+
+class CMELTMEMDecoder(nn.Module):
+    """MAE decoder: re-inserts a learned mask token at every dropped position, adds sinusoidal positions, and
+    predicts each token's patch (leads x samples_per_token)."""
+
+    def __init__(self, config: CMELTConfig):
+        super().__init__()
+        width = config.mem_decoder_hidden_size
+        self.embed = nn.Linear(config.fusion_hidden_size, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.layers = nn.ModuleList(CMELTMEMDecoderLayer(config) for _ in range(config.mem_decoder_num_layers))
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        ecg_config = config.ecg_config
+        self.predictor = nn.Linear(width, ecg_config.num_leads * ecg_config.samples_per_token)
+
+    def forward(self, ecg_states: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """ecg_states (batch, 1 + kept, fusion width) with CLS first -> (batch, num_tokens, patch)."""
+        hidden_states = self.embed(ecg_states)
+        batch, num_tokens = ids_restore.shape
+        mask_tokens = self.mask_token.to(hidden_states.dtype).expand(batch, num_tokens + 1 - hidden_states.shape[1], -1)
+        tokens = torch.cat([hidden_states[:, 1:], mask_tokens], dim=1)
+        tokens = torch.gather(tokens, 1, ids_restore.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        hidden_states = torch.cat([hidden_states[:, :1], tokens], dim=1)
+        hidden_states = hidden_states + sinusoidal_positions(
+            num_tokens + 1, hidden_states.shape[-1], hidden_states.device, hidden_states.dtype
+        )
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return self.predictor(self.norm(hidden_states))[:, 1:]
+
+
+class CMELTForPreTraining(CMELTModel):
+    """C-MELT pretraining: one forward computes MLM, MEM, ETM and Siglep (any of them can be switched off).
+
+    The ECG tower sees only the tokens kept by MAE-style masking; the text tower sees the MLM-masked report
+    actually paired with the ECG (an N3S negative when `is_aligned` is 0).
+    """
+
+    _keys_to_ignore_on_load_unexpected = None
+
+    def __init__(self, config: CMELTConfig):
+        CMELTPreTrainedModel.__init__(self, config)
+        self._build_dual_encoder(config)
+        needs_fusion = config.use_mlm or config.use_mem or config.use_etm
+        self.fusion = CMELTFusion(config) if needs_fusion else None
+        self.mlm_head = CMELTMLMHead(config) if config.use_mlm else None
+        self.mem_decoder = CMELTMEMDecoder(config) if config.use_mem else None
+        if config.use_etm:
+            self.etm_text_pooler = CMELTPooler(config.fusion_hidden_size)
+            self.etm_ecg_pooler = CMELTPooler(config.fusion_hidden_size)
+            self.etm_head = nn.Linear(2 * config.fusion_hidden_size, 1)
+        self.post_init()
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        lead_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        is_aligned: torch.Tensor | None = None,
+        ecg_report_ids: torch.Tensor | None = None,
+        text_report_ids: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CMELTForPreTrainingOutput:
+        r"""
+        input_values (batch, 12, samples), lead_mask (batch, 12): the ECGs (lead masking already applied).
+        input_ids, attention_mask (batch, length): the reports fed to the model, MLM-masked.
+        labels (batch, length): MLM targets, -100 where a token was not masked.
+        is_aligned (batch,): 1 if the report belongs to the ECG, 0 for an N3S negative (ETM target, Siglep diagonal).
+        ecg_report_ids / text_report_ids (batch,): report ids of the ECG's own report and of the text fed; used by
+            duplicate-aware Siglep (identical reports are positives).
+        noise (batch, num_tokens): fixes which ECG tokens MEM drops.
+        """
+        config = self.config
+        batch = input_values.shape[0]
+        if input_ids.shape[0] != batch:
+            raise ValueError(f"ECG batch ({batch}) and text batch ({input_ids.shape[0]}) must have the same size")
+        if is_aligned is None:
+            is_aligned = torch.ones(batch, device=input_values.device)
+        elif tuple(is_aligned.shape) != (batch,):
+            raise ValueError(f"is_aligned must have shape ({batch},); got {tuple(is_aligned.shape)}")
+        if config.use_mlm and labels is None:
+            raise ValueError("use_mlm is on: pass MLM `labels` (batch, length) with -100 on unmasked tokens")
+        if config.siglep_duplicate_aware and (ecg_report_ids is None or text_report_ids is None):
+            raise ValueError("siglep_duplicate_aware needs ecg_report_ids and text_report_ids (batch,)")
+
+        mask_ratio = config.ecg_config.mask_ratio if config.use_mem else 0.0
+        ecg_output = self.ecg_model(input_values, lead_mask=lead_mask, mask_ratio=mask_ratio, noise=noise)
+        text_output, attention_mask = self.encode_text(input_ids, attention_mask)
+        losses, outputs = {}, {}
+
+        if config.use_siglep:
+            ecg_embeds = self._project(ecg_output.pooler_output, self.ecg_pooler, self.ecg_projection)
+            text_pooled = pool_sequence(text_output.last_hidden_state, attention_mask, config.text_pooling)
+            text_embeds = self._project(text_pooled, self.text_pooler, self.text_projection)
+            scale, bias = self.logit_scale_and_bias()
+            ids = (ecg_report_ids, text_report_ids) if config.siglep_duplicate_aware else (None, None)
+            losses["siglep"] = siglep_loss(ecg_embeds, text_embeds, scale, bias, is_aligned, *ids)
+            outputs["logits_per_ecg"] = ecg_embeds @ text_embeds.t() * scale + bias
+
+        if self.fusion is not None:
+            text_fused, ecg_stream = self.fusion(text_output.last_hidden_state, attention_mask, ecg_output.last_hidden_state)
+            if config.use_mlm:
+                masked_positions = labels != -100
+                outputs["mlm_logits"] = self.mlm_head(text_fused[masked_positions])
+                losses["mlm"] = mlm_loss(outputs["mlm_logits"], labels[masked_positions])
+            if config.use_mem:
+                ecg_config = config.ecg_config
+                predictions = self.mem_decoder(ecg_stream[config.mem_fusion_layer - 1], ecg_output.ids_restore)
+                seen = input_values if lead_mask is None else input_values * lead_mask.to(input_values.dtype)[..., None]
+                targets = patchify_ecg(seen, predictions.shape[1], ecg_config.samples_per_token, config.mem_norm_target)
+                losses["mem"] = mem_loss(predictions, targets, ecg_output.token_mask)
+                outputs["mem_predictions"] = predictions
+            if config.use_etm:
+                pooled = torch.cat(
+                    [self.etm_text_pooler(text_fused[:, 0]), self.etm_ecg_pooler(ecg_stream[-1][:, 0])], dim=-1
+                )
+                outputs["etm_logits"] = self.etm_head(pooled).squeeze(-1)
+                losses["etm"] = etm_loss(outputs["etm_logits"], is_aligned)
+
+        weights = {
+            "mlm": config.mlm_loss_weight,
+            "mem": config.mem_loss_weight,
+            "etm": config.etm_loss_weight,
+            "siglep": config.siglep_loss_weight,
+        }
+        total = sum(weights[name] * value for name, value in losses.items()) if losses else None
+        return CMELTForPreTrainingOutput(
+            loss=total, **{f"loss_{name}": value for name, value in losses.items()}, **outputs
+        )
+
+
+# ------------------------------------------------------------------------------------------ classification
+
+
+class CMELTForECGClassification(CMELTPreTrainedModel):
+    """ECG tower + linear head. `problem_type` "multi_label_classification" (BCE, default for several labels
+    given as multi-hot floats) or "single_label_classification" (CE). `freeze_ecg_encoder()` = linear probing."""
+
+    _keys_to_ignore_on_load_unexpected = [
+        r"^text_model\.",
+        r"^text_pooler\.",
+        r"^text_projection\.",
+        r"^ecg_pooler\.",
+        r"^ecg_projection\.",
+        r"^logit_",
+        r"^fusion\.",
+        r"^mlm_head\.",
+        r"^mem_decoder\.",
+        r"^etm_",
+    ]
+
+    def __init__(self, config: CMELTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.ecg_model = CMELTECGModel._from_config(config.ecg_config)
+        self.classifier = nn.Linear(config.ecg_config.hidden_size, config.num_labels)
+        self.encoder_frozen = False
+        self.post_init()
+
+    def freeze_ecg_encoder(self, frozen: bool = True) -> None:
+        """Linear probing: no gradient to the encoder, which then also runs without dropout."""
+        self.encoder_frozen = frozen
+        self.ecg_model.requires_grad_(not frozen)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        lead_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        if self.encoder_frozen:
+            self.ecg_model.eval()
+            with torch.no_grad():
+                pooled = self.ecg_model(input_values, lead_mask=lead_mask).pooler_output
+        else:
+            pooled = self.ecg_model(input_values, lead_mask=lead_mask).pooler_output
+        logits = self.classifier(pooled)
+        loss = None
+        if labels is not None:
+            if self.config.problem_type is None:
+                multi_label = self.num_labels > 1 and labels.dim() == 2 and labels.is_floating_point()
+                self.config.problem_type = "multi_label_classification" if multi_label else "single_label_classification"
+            if self.config.problem_type == "multi_label_classification":
+                if tuple(labels.shape) != tuple(logits.shape):
+                    raise ValueError(f"multi-label `labels` must be multi-hot of shape {tuple(logits.shape)}")
+                loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+            elif self.config.problem_type == "single_label_classification":
+                loss = nn.functional.cross_entropy(logits.float(), labels.reshape(-1).long())
+            else:
+                loss = nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+CMELTModel.register_for_auto_class("AutoModel")
+CMELTForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+CMELTForECGClassification.register_for_auto_class("AutoModelForAudioClassification")
+
+__all__ = [
+    "CMELTPreTrainedModel",
+    "CMELTECGModel",
+    "CMELTModel",
+    "CMELTForPreTraining",
+    "CMELTForECGClassification",
+]
