@@ -53,10 +53,16 @@ def _data_parallel_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
+def _gather_rows(tensor: torch.Tensor, sizes: list[int], with_grad: bool) -> torch.Tensor:
+    """All-gather tensors whose first dimension differs across ranks (padded to the largest, then cut)."""
+    padding = tensor.new_zeros((max(sizes) - tensor.shape[0], *tensor.shape[1:]))
+    padded = torch.cat([tensor, padding]).contiguous()
+    if with_grad:
+        parts = dist.nn.functional.all_gather(padded)
+    else:
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
 def siglep_targets(
@@ -97,24 +103,31 @@ def siglep_loss(
 
     Single process: -1/B sum_ij log sigmoid(y_ij * z_ij), z = scale * ecg @ text.T + bias.
     Data-parallel: each rank scores its own ECGs against all ranks' texts (gathered *with* gradient) and
-    returns its rows' sum divided by its local batch size. The mean over ranks then equals the single-process
+    returns its rows' sum times world_size / global batch. The mean over ranks then equals the single-process
     loss on the concatenated batch, and so do the gradients after DDP's averaging (the all-gather's backward
-    routes each text's gradient from every rank back to its owner). Every rank must hold the same batch size.
+    routes each text's gradient from every rank back to its owner). Ranks may hold different batch sizes.
     """
     rank, world_size = _data_parallel_world()
     local_batch = ecg_embeds.shape[0]
+    row_offset, global_batch = 0, local_batch
     if world_size > 1:
-        text_embeds = torch.cat(dist.nn.functional.all_gather(text_embeds.contiguous()))
+        size = torch.tensor([local_batch], device=ecg_embeds.device)
+        sizes = [torch.zeros_like(size) for _ in range(world_size)]
+        dist.all_gather(sizes, size)
+        sizes = [int(s.item()) for s in sizes]
+        row_offset, global_batch = sum(sizes[:rank]), sum(sizes)
+        text_embeds = _gather_rows(text_embeds, sizes, with_grad=True)
         if text_report_ids is not None:
-            text_report_ids = _gather_no_grad(text_report_ids)
+            text_report_ids = _gather_rows(text_report_ids, sizes, with_grad=False)
     targets = siglep_targets(
         local_batch,
         text_embeds.shape[0],
-        row_offset=rank * local_batch,
+        row_offset=row_offset,
         is_aligned=is_aligned,
         ecg_report_ids=ecg_report_ids,
         text_report_ids=text_report_ids,
         device=ecg_embeds.device,
     )
     logits = ecg_embeds.float() @ text_embeds.float().t() * logit_scale + logit_bias
-    return -F.logsigmoid(targets * logits).sum() / local_batch
+    # world_size / global_batch: the mean over ranks is then the loss of the whole batch (see docstring)
+    return -F.logsigmoid(targets * logits).sum() * world_size / global_batch

@@ -1,0 +1,213 @@
+"""Figures for evaluation reports: ROC curves, t-SNE of embeddings, and a calibrated 12-lead ECG print.
+
+All functions render with the non-interactive Agg backend, write a PNG to `path` (parent folders are created)
+and return the path.  Bad input shapes raise ValueError.
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from train_scripts.evaluation import CANONICAL_LEAD_NAMES  # noqa: E402
+
+ECG_SAMPLING_RATE = 500
+PAPER_SPEED_MM_PER_S = 25.0
+GAIN_MM_PER_MV = 10.0
+# Clinical 3 x 4 print: each column shows a quarter of the record for three leads.
+PRINT_COLUMNS = (("I", "II", "III"), ("aVR", "aVL", "aVF"), ("V1", "V2", "V3"), ("V4", "V5", "V6"))
+RHYTHM_STRIP_LEAD = "II"
+ROW_SPACING_MV = 3.0
+NO_LABEL_NAME = "(no label)"
+
+
+def _prepare_path(path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _save(figure, path: Path) -> Path:
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _two_dimensional(name: str, array: np.ndarray) -> np.ndarray:
+    if array.ndim == 1:
+        return array[:, None]
+    if array.ndim != 2:
+        raise ValueError(f"{name}: expected (n_samples,) or (n_samples, n_classes), got shape {array.shape}")
+    return array
+
+
+def plot_roc_curves(y_true, y_score, label_names, path) -> Path:
+    """Overlaid ROC curves, one per label, with each label's AUC in the legend.
+
+    y_true: (n_samples, n_labels) binary (or (n_samples,) for one label); y_score: same shape.  Labels whose
+    references hold a single value have no ROC curve; they are listed in the legend as "not scorable".
+    """
+    from sklearn.metrics import auc, roc_curve
+
+    labels = _two_dimensional("y_true", np.asarray(y_true, dtype=np.float64))
+    scores = _two_dimensional("y_score", np.asarray(y_score, dtype=np.float64))
+    if labels.shape != scores.shape:
+        raise ValueError(f"y_true {labels.shape} and y_score {scores.shape} must have the same shape")
+    label_names = list(label_names)
+    if len(label_names) != labels.shape[1]:
+        raise ValueError(f"label_names: expected {labels.shape[1]} names, got {len(label_names)}")
+    if not np.isin(labels, (0.0, 1.0)).all():
+        raise ValueError("y_true: expected binary 0/1 labels")
+    if not np.isfinite(scores).all():
+        raise ValueError("y_score: expected finite scores")
+
+    path = _prepare_path(path)
+    figure, axes = plt.subplots(figsize=(7, 6))
+    colours = plt.get_cmap("tab20" if labels.shape[1] > 10 else "tab10")
+    for column, name in enumerate(label_names):
+        if labels[:, column].min() == labels[:, column].max():
+            axes.plot([], [], linestyle="none", label=f"{name} (not scorable: one class)")
+            continue
+        false_positive_rate, true_positive_rate, _ = roc_curve(labels[:, column], scores[:, column])
+        area = auc(false_positive_rate, true_positive_rate)
+        axes.plot(false_positive_rate, true_positive_rate, color=colours(column % colours.N), linewidth=1.2,
+                  label=f"{name} (AUC {area:.3f})")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
+    axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate",
+             title="ROC curves")
+    axes.legend(loc="lower right", fontsize="small", ncol=2 if len(label_names) > 12 else 1)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def most_specific_label(multi_hot) -> np.ndarray:
+    """For each sample, the index of its rarest positive label (the most specific one), or -1 if none.
+
+    Rarity is counted over the given samples; ties go to the lower label index.
+    """
+    matrix = np.asarray(multi_hot)
+    if matrix.ndim != 2:
+        raise ValueError(f"expected a (n_samples, n_labels) multi-hot matrix, got shape {matrix.shape}")
+    positives = matrix.astype(bool)
+    prevalence = positives.sum(axis=0).astype(np.float64)
+    cost = np.where(positives, prevalence[None, :], np.inf)
+    choice = np.argmin(cost, axis=1)
+    return np.where(positives.any(axis=1), choice, -1)
+
+
+def plot_embedding_tsne(embeddings, labels, label_names, path, seed: int = 0) -> Path:
+    """2-D t-SNE of `embeddings` (n_samples, dim), points coloured by label.
+
+    labels: (n_samples,) class indices, or (n_samples, n_labels) multi-hot, in which case each point takes the
+    colour of its most specific (rarest) positive label and samples without any positive are grey.
+    """
+    from sklearn.manifold import TSNE
+
+    points = np.asarray(embeddings, dtype=np.float64)
+    if points.ndim != 2 or points.shape[0] < 4:
+        raise ValueError(f"embeddings: expected (n_samples >= 4, dim), got shape {points.shape}")
+    if not np.isfinite(points).all():
+        raise ValueError("embeddings: expected finite values")
+    label_array = np.asarray(labels)
+    label_names = list(label_names)
+    if label_array.shape[0] != points.shape[0] or label_array.ndim not in (1, 2):
+        raise ValueError(f"labels: expected ({points.shape[0]},) or ({points.shape[0]}, n_labels), got {label_array.shape}")
+    if label_array.ndim == 2:
+        if label_array.shape[1] != len(label_names):
+            raise ValueError(f"label_names: expected {label_array.shape[1]} names, got {len(label_names)}")
+        colour_index = most_specific_label(label_array)
+    else:
+        colour_index = label_array.astype(np.int64)
+        if colour_index.min() < 0 or colour_index.max() >= len(label_names):
+            raise ValueError(f"labels: class indices must lie in [0, {len(label_names)})")
+
+    perplexity = float(min(30.0, (points.shape[0] - 1) / 3.0))
+    projected = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+
+    path = _prepare_path(path)
+    figure, axes = plt.subplots(figsize=(7, 6))
+    colours = plt.get_cmap("tab20" if len(label_names) > 10 else "tab10")
+    for index, name in [(-1, NO_LABEL_NAME)] + list(enumerate(label_names)):
+        selected = colour_index == index
+        if not selected.any():
+            continue
+        colour = "lightgrey" if index < 0 else colours(index % colours.N)
+        axes.scatter(projected[selected, 0], projected[selected, 1], s=8, color=colour, label=name)
+    axes.set(xticks=[], yticks=[], title="t-SNE of embeddings")
+    axes.legend(loc="best", fontsize="small", markerscale=2, ncol=2 if len(label_names) > 12 else 1)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_ecg_12lead(values, path, title: str | None = None, predictions=None,
+                    sampling_rate: int = ECG_SAMPLING_RATE) -> Path:
+    """Clinical 3 x 4 print of a 12-lead ECG plus a lead II rhythm strip, on calibrated paper.
+
+    values: (12, n_samples) in mV, leads in canonical order I II III aVR aVL aVF V1-V6, at `sampling_rate` Hz
+    (500 Hz: (12, 5000) for 10 s).  Paper: 25 mm/s and 10 mm/mV, major grid 0.2 s / 0.5 mV with a bold line
+    every 1 mV, minor grid 0.04 s / 0.1 mV.  predictions: optional [(label, score), ...] printed in the
+    top-right corner, best score first.
+    """
+    signal = np.asarray(values, dtype=np.float64)
+    if signal.ndim != 2 or signal.shape[0] != len(CANONICAL_LEAD_NAMES) or signal.shape[1] < 4:
+        raise ValueError(f"values: expected (12, n_samples >= 4) in mV, canonical lead order, got shape {signal.shape}")
+    if not np.isfinite(signal).all():
+        raise ValueError("values: expected finite values (NaN or inf found)")
+    if sampling_rate <= 0:
+        raise ValueError(f"sampling_rate: expected a positive rate in Hz, got {sampling_rate}")
+    prediction_lines = []
+    for item in predictions or []:
+        if len(item) != 2:
+            raise ValueError(f"predictions: expected (label, score) pairs, got {item!r}")
+        prediction_lines.append((str(item[0]), float(item[1])))
+
+    n_samples = signal.shape[1]
+    duration = n_samples / sampling_rate
+    time = np.arange(n_samples) / sampling_rate
+    segment = n_samples // len(PRINT_COLUMNS)
+    row_offsets = [-ROW_SPACING_MV * row for row in range(len(PRINT_COLUMNS[0]) + 1)]
+    bottom, top = row_offsets[-1] - ROW_SPACING_MV / 2, ROW_SPACING_MV / 2
+
+    width_inch = duration * PAPER_SPEED_MM_PER_S / 25.4
+    height_inch = (top - bottom) * GAIN_MM_PER_MV / 25.4
+    path = _prepare_path(path)
+    figure = plt.figure(figsize=(width_inch + 0.6, height_inch + 0.8))
+    axes = figure.add_axes((0.3 / (width_inch + 0.6), 0.2 / (height_inch + 0.8),
+                            width_inch / (width_inch + 0.6), height_inch / (height_inch + 0.8)))
+    for step, colour, linewidth in ((0.04, "#fbd5d5", 0.3), (0.2, "#f4a6a6", 0.6)):
+        for x in np.arange(0.0, duration + 1e-9, step):
+            axes.axvline(x, color=colour, linewidth=linewidth, zorder=0)
+    for step, colour, linewidth in ((0.1, "#fbd5d5", 0.3), (0.5, "#f4a6a6", 0.6), (1.0, "#e06666", 0.9)):
+        for y in np.arange(np.ceil(bottom / step) * step, top + 1e-9, step):
+            axes.axhline(y, color=colour, linewidth=linewidth, zorder=0)
+
+    lead_index = {name: index for index, name in enumerate(CANONICAL_LEAD_NAMES)}
+    for column, leads in enumerate(PRINT_COLUMNS):
+        start, stop = column * segment, (column + 1) * segment if column < len(PRINT_COLUMNS) - 1 else n_samples
+        for row, lead in enumerate(leads):
+            offset = row_offsets[row]
+            axes.plot(time[start:stop], signal[lead_index[lead], start:stop] + offset, color="black", linewidth=0.7)
+            axes.text(time[start] + 0.08, offset + 0.9, lead, fontsize=9, fontweight="bold")
+            if column:
+                axes.plot([time[start], time[start]], [offset - 0.5, offset + 0.5], color="black", linewidth=0.8)
+    strip_offset = row_offsets[-1]
+    axes.plot(time, signal[lead_index[RHYTHM_STRIP_LEAD]] + strip_offset, color="black", linewidth=0.7)
+    axes.text(0.08, strip_offset + 0.9, RHYTHM_STRIP_LEAD, fontsize=9, fontweight="bold")
+
+    axes.set_xlim(0.0, duration)
+    axes.set_ylim(bottom, top)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_aspect(GAIN_MM_PER_MV / PAPER_SPEED_MM_PER_S)
+    if title:
+        figure.suptitle(title, x=0.02, ha="left", fontsize=11)
+    if prediction_lines:
+        text = "\n".join(f"{label}: {score:.2f}" for label, score in sorted(prediction_lines, key=lambda p: -p[1]))
+        axes.text(0.995, 0.99, text, transform=axes.transAxes, ha="right", va="top", fontsize=8,
+                  bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "grey"})
+    figure.text(0.99, 0.01, f"{PAPER_SPEED_MM_PER_S:g} mm/s, {GAIN_MM_PER_MV:g} mm/mV, {sampling_rate} Hz",
+                ha="right", fontsize=7)
+    return _save(figure, path)
