@@ -12,7 +12,9 @@ from .modeling_cmelt import (
     CMELTModel,
     CMELTPreTrainedModel,
 )
+from .pipeline_cmelt import ZeroShotECGClassificationPipeline, register_pipeline
 
+register_pipeline()
 AutoConfig.register(CMELTConfig.model_type, CMELTConfig, exist_ok=True)
 AutoConfig.register(CMELTECGConfig.model_type, CMELTECGConfig, exist_ok=True)
 AutoModel.register(CMELTConfig, CMELTModel, exist_ok=True)
@@ -28,4 +30,5 @@ __all__ = [
     "CMELTModel",
     "CMELTForPreTraining",
     "CMELTForECGClassification",
+    "ZeroShotECGClassificationPipeline",
 ]

@@ -300,6 +300,13 @@ HUB_AUTO_MAP = {
     "AutoModelForPreTraining": "modeling_cmelt.CMELTForPreTraining",
     "AutoModelForAudioClassification": "modeling_cmelt.CMELTForECGClassification",
 }
+HUB_CUSTOM_PIPELINES = {
+    "zero-shot-ecg-classification": {
+        "impl": "pipeline_cmelt.ZeroShotECGClassificationPipeline",
+        "pt": ["AutoModel"],
+        "type": "multimodal",
+    }
+}
 
 
 def copy_hub_code(save_directory: str | Path) -> list[Path]:
@@ -321,14 +328,18 @@ class CMELTPreTrainedModel(PreTrainedModel):
     base_model_prefix = "cmelt"
     main_input_name = "input_values"
     supports_gradient_checkpointing = True
+    # Every loss is already a per-batch mean: the Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
     _no_split_modules = ["CMELTECGLayer", "CMELTFusionLayer", "CMELTMEMDecoderLayer", "T5Block", "BertLayer"]
 
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
-        """Save weights (safetensors) and config with the full `auto_map`, plus every code file of the model."""
+        """Save weights (safetensors), the config with the full `auto_map` and the zero-shot pipeline, and every
+        code and data file of this folder (feature extractor, processor, pipeline, label descriptions)."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **HUB_AUTO_MAP}
+        self.config.custom_pipelines = HUB_CUSTOM_PIPELINES
         super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
         if is_main_process:
             copy_hub_code(save_directory)
@@ -765,7 +776,10 @@ class CMELTForPreTraining(CMELTModel):
             if config.use_mlm:
                 masked_positions = labels != -100
                 outputs["mlm_logits"] = self.mlm_head(text_fused[masked_positions])
-                losses["mlm"] = mlm_loss(outputs["mlm_logits"], labels[masked_positions])
+                if masked_positions.any():
+                    losses["mlm"] = mlm_loss(outputs["mlm_logits"], labels[masked_positions])
+                else:  # short reports can leave a batch with nothing masked; keep the graph whole for DDP
+                    losses["mlm"] = outputs["mlm_logits"].sum() * 0.0
             if config.use_mem:
                 ecg_config = config.ecg_config
                 predictions = self.mem_decoder(ecg_stream[config.mem_fusion_layer - 1], ecg_output.ids_restore)

@@ -15,6 +15,7 @@ wfdb, scipy and h5py are imported inside the functions that need them, so this m
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -349,6 +350,7 @@ def _read_wfdb_with_package(
 ) -> CMELTRecording:
     wfdb_header = _wfdb_call(hea_path, lambda wfdb: wfdb.rdheader(str(stem)))
     total = int(wfdb_header.sig_len or 0)
+    _check_wfdb_file_sizes(stem, hea_path, wfdb_header)
     start, stop = _clip_range(sample_range, total)
     record = _wfdb_call(
         hea_path,
@@ -370,6 +372,33 @@ def _read_wfdb_with_package(
         source=str(stem),
         num_samples_on_disk=total,
     )
+
+
+# Bytes per sample of the fixed-size WFDB formats (compressed FLAC formats 508/516/524 have no fixed size).
+_WFDB_BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5, "310": 4 / 3, "311": 4 / 3}
+
+
+def _check_wfdb_file_sizes(stem: Path, hea_path: Path, wfdb_header) -> None:
+    """Raise if a signal file is shorter than the header announces (wfdb itself fails obscurely or not at all)."""
+    if getattr(wfdb_header, "n_seg", None) or not wfdb_header.sig_len or not wfdb_header.file_name:
+        return
+    needed: dict[str, float] = {}
+    for file_name, fmt, samples_per_frame, offset in zip(
+        wfdb_header.file_name, wfdb_header.fmt, wfdb_header.samps_per_frame or [], wfdb_header.byte_offset or []
+    ):
+        if fmt not in _WFDB_BYTES_PER_SAMPLE or file_name == "-":
+            return
+        base = needed.get(file_name, float(offset or 0))
+        needed[file_name] = base + wfdb_header.sig_len * (samples_per_frame or 1) * _WFDB_BYTES_PER_SAMPLE[fmt]
+    for file_name, size in needed.items():
+        data_path = stem.with_name(file_name)
+        if not data_path.is_file():
+            raise CMELTReadError(f"{data_path}: signal file of {hea_path.name} not found")
+        if data_path.stat().st_size < math.floor(size):
+            raise CMELTReadError(
+                f"{data_path}: truncated signal file: {data_path.stat().st_size} bytes, {hea_path.name} announces "
+                f"{wfdb_header.sig_len} samples ({math.floor(size)} bytes)"
+            )
 
 
 def _clip_range(sample_range: tuple[int, int] | None, total: int) -> tuple[int, int]:

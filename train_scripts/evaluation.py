@@ -66,6 +66,9 @@ def load_metric(name: str, **init_kwargs):
     os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
     import evaluate
 
+    if name == "cinc2021_challenge_score":
+        # evaluate copies only the script into its modules cache; point it at the weights table explicitly.
+        init_kwargs.setdefault("weights_path", str(METRICS_DIR / name / "weights.csv"))
     return evaluate.load(str(METRICS_DIR / name), **init_kwargs)
 
 
@@ -129,7 +132,8 @@ def _read_file_entries(path: Path) -> list[dict]:
     if not isinstance(document, dict) or not isinstance(document.get("results"), list):
         raise ValueError(f"{path}: expected an object with a 'results' list (schema version {RESULTS_SCHEMA_VERSION})")
     if document.get("schema_version") != RESULTS_SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {document.get('schema_version')!r}, expected {RESULTS_SCHEMA_VERSION}")
+        found = document.get("schema_version")
+        raise ValueError(f"{path}: schema_version {found!r}, expected {RESULTS_SCHEMA_VERSION}")
     for index, entry in enumerate(document["results"]):
         validate_entry(entry, f"{path} results[{index}]")
     return document["results"]

@@ -114,7 +114,9 @@ def plot_embedding_tsne(embeddings, labels, label_names, path, seed: int = 0) ->
     label_array = np.asarray(labels)
     label_names = list(label_names)
     if label_array.shape[0] != points.shape[0] or label_array.ndim not in (1, 2):
-        raise ValueError(f"labels: expected ({points.shape[0]},) or ({points.shape[0]}, n_labels), got {label_array.shape}")
+        raise ValueError(
+            f"labels: expected ({points.shape[0]},) or ({points.shape[0]}, n_labels), got {label_array.shape}"
+        )
     if label_array.ndim == 2:
         if label_array.shape[1] != len(label_names):
             raise ValueError(f"label_names: expected {label_array.shape[1]} names, got {len(label_names)}")

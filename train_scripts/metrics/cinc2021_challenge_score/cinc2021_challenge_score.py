@@ -170,7 +170,15 @@ def as_binary_matrix(values, name: str, num_columns: int) -> np.ndarray:
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class CMELTCinC2021ChallengeScore(evaluate.Metric):
-    """CinC 2021 challenge metric (see module docstring)."""
+    """CinC 2021 challenge metric (see module docstring).
+
+    weights_path: optional explicit weights table (`evaluation.load_metric` passes the repository's copy);
+    by default the weights.csv beside the original script is used.
+    """
+
+    def __init__(self, *args, weights_path: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weights_path = Path(weights_path) if weights_path is not None else None
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -190,7 +198,7 @@ class CMELTCinC2021ChallengeScore(evaluate.Metric):
         label_names = list(label_names)
         if not label_names:
             raise ValueError("label_names: expected one name per prediction column, got none")
-        classes, weights = load_weights(locate_weights_file())
+        classes, weights = load_weights(self.weights_path or locate_weights_file())
         if SINUS_RHYTHM_CODE not in classes:
             raise ValueError(f"weights table lacks the sinus rhythm class {SINUS_RHYTHM_CODE}")
         column_classes = [column_to_class_index(name, classes) for name in label_names]

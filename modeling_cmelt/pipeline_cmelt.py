@@ -1,0 +1,203 @@
+"""Zero-shot ECG labelling: `pipeline("zero-shot-ecg-classification", model=folder, trust_remote_code=True)`.
+
+Each candidate label becomes text (a clinical description from `label_descriptions.json`, the user's own
+descriptions, or the label itself as free text); the label's embedding is the mean of its texts' embeddings, computed
+once per label set and cached. An ECG's score for a label is sigmoid(scale * ecg . label + bias) — independent per
+label (`multi_label=True`, the default) — or a softmax over the candidates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from transformers import Pipeline
+
+DESCRIPTIONS_FILE = "label_descriptions.json"
+TASK = "zero-shot-ecg-classification"
+LabelTexts = Mapping[str, str | Sequence[str]]
+
+
+@lru_cache(maxsize=4)
+def _read_descriptions(path: str) -> dict:
+    return json.loads(Path(path).read_text())["label_sets"]
+
+
+def load_label_descriptions(label_set: str | None = None, folder: str | Path | None = None) -> dict:
+    """The shipped clinical descriptions: every set (`{set: {code: text}}`), or one set's `{code: text}`.
+
+    Looked up in `folder` (a saved model folder) first, then next to this file."""
+    candidates = [Path(folder) / DESCRIPTIONS_FILE] if folder else []
+    candidates.append(Path(__file__).resolve().parent / DESCRIPTIONS_FILE)
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"{DESCRIPTIONS_FILE} not found in {[str(p.parent) for p in candidates]}")
+    sets = _read_descriptions(str(path))
+    if label_set is None:
+        return sets
+    if label_set not in sets:
+        raise ValueError(f"unknown label_set {label_set!r}; known sets: {sorted(sets)}")
+    return sets[label_set]
+
+
+def label_texts_for(
+    candidate_labels: Sequence[str],
+    label_set: str | None = None,
+    descriptions: LabelTexts | None = None,
+    hypothesis_template: str = "{}",
+    folder: str | Path | None = None,
+) -> dict[str, list[str]]:
+    """Resolve each candidate label to its prompt texts.
+
+    Precedence: the user's `descriptions`; then, with `label_set`, the shipped description of that code (a code
+    unknown to the set is an error); without `label_set`, the label is free text. The template is applied last.
+    """
+    if isinstance(candidate_labels, str):
+        candidate_labels = [label.strip() for label in candidate_labels.split(",") if label.strip()]
+    if not candidate_labels:
+        raise ValueError("candidate_labels is empty: give label codes of a known set or free-text labels")
+    shipped = load_label_descriptions(label_set, folder) if label_set else {}
+    resolved = {}
+    for label in candidate_labels:
+        if descriptions is not None and label in descriptions:
+            texts = descriptions[label]
+        elif label_set:
+            if label not in shipped:
+                raise ValueError(
+                    f"label {label!r} is not a code of label set {label_set!r} and has no text in `descriptions`; "
+                    f"codes of {label_set!r}: {sorted(shipped)}"
+                )
+            texts = shipped[label]
+        else:
+            texts = label
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"label {label!r} has an empty description")
+        resolved[label] = [hypothesis_template.format(text) for text in texts]
+    return resolved
+
+
+@torch.no_grad()
+def encode_label_texts(model, tokenizer, label_texts: Mapping[str, Sequence[str]], max_length: int | None = None):
+    """(num_labels, projection_dim) label embeddings: mean of each label's text embeddings, renormalised when the
+    model L2-normalises its embeddings."""
+    flat = [text for texts in label_texts.values() for text in texts]
+    max_length = max_length or model.config.max_text_length
+    encoded = tokenizer(flat, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+    encoded = {k: v.to(model.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+    embeds = model.get_text_features(**encoded).pooler_output
+    means, start = [], 0
+    for texts in label_texts.values():
+        means.append(embeds[start : start + len(texts)].mean(dim=0))
+        start += len(texts)
+    label_embeds = torch.stack(means)
+    if model.config.siglep_normalize:
+        label_embeds = torch.nn.functional.normalize(label_embeds, dim=-1)
+    return label_embeds
+
+
+def zero_shot_logits(model, ecg_embeds: torch.Tensor, label_embeds: torch.Tensor) -> torch.Tensor:
+    """(num_ecgs, num_labels) logits, on the same scale as the pretraining's Siglep logits."""
+    scale, bias = model.logit_scale_and_bias()
+    return ecg_embeds @ label_embeds.to(ecg_embeds.dtype).t() * scale + bias
+
+
+class ZeroShotECGClassificationPipeline(Pipeline):
+    """Scores ECGs against candidate labels.
+
+    Inputs: an array (+ `sampling_rate`, optional `lead_names`), a path to a WFDB / .mat / .npy record, or a list
+    of them. Parameters: `candidate_labels` (codes of `label_set`, or free text), `label_set` (e.g.
+    "ptbxl_super"), `descriptions` ({label: text or [texts]}), `hypothesis_template` ("{}"), `multi_label`
+    (True: independent sigmoid scores; False: softmax over the candidates). Returns, per ECG, a list of
+    {"label", "score"} sorted by score.
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = True
+    _load_tokenizer = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._label_cache: dict[tuple, tuple[list[str], torch.Tensor]] = {}
+
+    def _sanitize_parameters(
+        self,
+        candidate_labels=None,
+        label_set=None,
+        descriptions=None,
+        hypothesis_template=None,
+        multi_label=None,
+        sampling_rate=None,
+        lead_names=None,
+        **kwargs,
+    ):
+        preprocess = {k: v for k, v in {"sampling_rate": sampling_rate, "lead_names": lead_names}.items() if v is not None}
+        forward = {}
+        if candidate_labels is not None:
+            forward["candidate_labels"] = candidate_labels
+        for key, value in (("label_set", label_set), ("descriptions", descriptions), ("hypothesis_template", hypothesis_template)):
+            if value is not None:
+                forward[key] = value
+        postprocess = {"multi_label": True if multi_label is None else multi_label}
+        return preprocess, forward, postprocess
+
+    def __call__(self, inputs, candidate_labels=None, **kwargs):
+        if candidate_labels is None and "label_set" not in kwargs:
+            raise ValueError("pass candidate_labels (label codes or free text) or a label_set")
+        if candidate_labels is not None:
+            kwargs["candidate_labels"] = candidate_labels
+        return super().__call__(inputs, **kwargs)
+
+    def preprocess(self, inputs, sampling_rate=None, lead_names=None):
+        is_path = isinstance(inputs, (str, Path))
+        if not is_path and sampling_rate is None:
+            raise ValueError("sampling_rate is required for array input (the rate of the recording, in Hz)")
+        features = self.feature_extractor(
+            inputs, sampling_rate=sampling_rate, lead_names=lead_names, return_tensors="pt"
+        )
+        return {"input_values": features["input_values"], "lead_mask": features["lead_mask"]}
+
+    def _label_embeddings(self, candidate_labels, label_set, descriptions, hypothesis_template):
+        key = (
+            tuple(candidate_labels) if candidate_labels is not None else None,
+            label_set,
+            json.dumps(descriptions, sort_keys=True) if descriptions else None,
+            hypothesis_template,
+        )
+        if key not in self._label_cache:
+            if candidate_labels is None:
+                candidate_labels = list(load_label_descriptions(label_set, self.model.name_or_path or None))
+            texts = label_texts_for(
+                candidate_labels, label_set, descriptions, hypothesis_template, self.model.name_or_path or None
+            )
+            self._label_cache[key] = (list(texts), encode_label_texts(self.model, self.tokenizer, texts))
+        return self._label_cache[key]
+
+    def _forward(self, model_inputs, candidate_labels=None, label_set=None, descriptions=None, hypothesis_template="{}"):
+        labels, label_embeds = self._label_embeddings(candidate_labels, label_set, descriptions, hypothesis_template)
+        ecg_embeds = self.model.get_ecg_features(
+            model_inputs["input_values"], lead_mask=model_inputs["lead_mask"]
+        ).pooler_output
+        return {"logits": zero_shot_logits(self.model, ecg_embeds, label_embeds), "labels": labels}
+
+    def postprocess(self, model_outputs, multi_label=True):
+        logits = model_outputs["logits"].float()
+        scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
+        results = []
+        for row in scores:
+            order = row.argsort(descending=True).tolist()
+            results.append([{"label": model_outputs["labels"][i], "score": float(row[i])} for i in order])
+        return results[0] if len(results) == 1 else results
+
+
+def register_pipeline() -> None:
+    """Make the task known to `transformers.pipeline` in this process (a saved folder carries it in its config)."""
+    from transformers import AutoModel
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+        PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=ZeroShotECGClassificationPipeline, pt_model=AutoModel)

@@ -1,0 +1,238 @@
+"""C-MELT pretraining.
+
+    accelerate launch train_scripts/pretrain.py configs/paper.yaml       # a converted MIMIC-IV-ECG corpus
+    python train_scripts/pretrain.py                                     # no arguments: the embedded demo
+
+Arguments come from the command line or one JSON / YAML file (`HfArgumentParser`): `CMELTModelArguments`,
+`CMELTDataArguments` and `CMELTTrainingArguments` (a `TrainingArguments`), whose defaults are the paper's optimiser row
+(Adam beta 0.9/0.98, eps 1e-6, weight decay 0.01, lr 5e-5, tri-stage 0.1/0.4/0.5, 300k steps, batch 128).
+Re-running the same command resumes from the last complete checkpoint in `output_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import load_from_disk
+from transformers import AutoModelForTextEncoding, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from data.collator import CMELTPretrainingCollator
+from modeling_cmelt import CMELTConfig, CMELTForPreTraining
+from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
+from modeling_cmelt.processing_cmelt import CMELTProcessor
+from train_scripts.trainer import CMELTPretrainingTrainer
+
+@dataclass
+class CMELTModelArguments:
+    """What model to pretrain."""
+
+    model_preset: str = field(default="paper", metadata={"help": "CMELTConfig preset: paper | demo | tiny"})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "continue from a C-MELT model folder"})
+    text_encoder_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "local text encoder (e.g. a Flan-T5-base folder): its config, weights and tokenizer"},
+    )
+    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "defaults to the text encoder"})
+    use_mlm: bool = field(default=True, metadata={"help": "masked language modelling loss"})
+    use_mem: bool = field(default=True, metadata={"help": "masked ECG modelling loss"})
+    use_etm: bool = field(default=True, metadata={"help": "ECG-text matching loss"})
+    use_siglep: bool = field(default=True, metadata={"help": "Siglep contrastive loss"})
+    siglep_duplicate_aware: bool = field(default=False, metadata={"help": "identical reports count as positives"})
+    freeze_text_encoder: bool = field(default=False, metadata={"help": "no gradient to the text tower"})
+    freeze_ecg_encoder: bool = field(default=False, metadata={"help": "no gradient to the ECG tower"})
+    lora_rank: int = field(default=0, metadata={"help": "> 0: train LoRA adapters on the text tower instead (peft)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q", "v"], metadata={"help": "text-tower modules given adapters (T5: q k v o)"}
+    )
+
+
+@dataclass
+class CMELTDataArguments:
+    """Where the corpus is and how batches are made."""
+
+    dataset_path: str | None = field(
+        default=None, metadata={"help": "converted corpus (data.mimic_iv_ecg, then data.n3s); none = demo"}
+    )
+    n3s_cache_dir: str | None = field(default=None, metadata={"help": "N3S report table (default: <dataset>/n3s)"})
+    use_n3s: bool = field(default=True, metadata={"help": "swap half of the texts for N3S negatives"})
+    negative_fraction: float = field(default=0.5, metadata={"help": "fraction of each batch given a negative text"})
+    lead_mask_prob: float = field(default=0.5, metadata={"help": "random lead masking probability"})
+    mlm_probability: float | None = field(default=None, metadata={"help": "default: the model config's (0.25)"})
+    max_text_length: int | None = field(default=None, metadata={"help": "default: the model config's (256)"})
+
+
+@dataclass
+class CMELTTrainingArguments(TrainingArguments):
+    """`TrainingArguments` whose defaults are the paper's optimiser row, plus the tri-stage schedule."""
+
+    output_dir: str | None = field(default="outputs/cmelt-pretrain", metadata={"help": "checkpoints and final model"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
+    adam_beta2: float = field(default=0.98, metadata={"help": "Adam beta2"})
+    adam_epsilon: float = field(default=1e-6, metadata={"help": "Adam epsilon"})
+    weight_decay: float = field(default=0.01, metadata={"help": "decoupled weight decay"})
+    max_steps: int = field(default=300_000, metadata={"help": "optimisation steps"})
+    per_device_train_batch_size: int = field(default=128, metadata={"help": "batch per device"})
+    logging_steps: float = field(default=100, metadata={"help": "log every N steps"})
+    save_steps: float = field(default=5000, metadata={"help": "checkpoint every N steps"})
+    save_total_limit: int | None = field(default=3, metadata={"help": "checkpoints kept"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator needs every column"})
+    dataloader_drop_last: bool = field(default=True, metadata={"help": "equal batches on every rank"})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "loggers"})
+    tri_stage_schedule: bool = field(default=True, metadata={"help": "fairseq tri-stage lr (else lr_scheduler_type)"})
+    tri_stage_ratios: list[float] = field(
+        default_factory=lambda: [0.1, 0.4, 0.5], metadata={"help": "warm-up / hold / decay fractions of max_steps"}
+    )
+    tri_stage_init_lr_scale: float = field(default=0.01, metadata={"help": "warm-up starts at this x lr"})
+    tri_stage_final_lr_scale: float = field(default=0.05, metadata={"help": "decay ends at this x lr"})
+
+    @property
+    def tri_stage(self) -> dict | None:
+        if not self.tri_stage_schedule:
+            return None
+        warmup, hold, decay = self.tri_stage_ratios
+        return {
+            "warmup_ratio": warmup,
+            "hold_ratio": hold,
+            "decay_ratio": decay,
+            "init_lr_scale": self.tri_stage_init_lr_scale,
+            "final_lr_scale": self.tri_stage_final_lr_scale,
+        }
+
+
+def parse_arguments(argv: list[str]) -> tuple[CMELTModelArguments, CMELTDataArguments, CMELTTrainingArguments]:
+    parser = HfArgumentParser((CMELTModelArguments, CMELTDataArguments, CMELTTrainingArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(argv[0])
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def build_model(model_args: CMELTModelArguments, config: CMELTConfig | None = None) -> CMELTForPreTraining:
+    switches = {f"use_{name}": getattr(model_args, f"use_{name}") for name in ("mlm", "mem", "etm", "siglep")}
+    switches["siglep_duplicate_aware"] = model_args.siglep_duplicate_aware
+    if model_args.model_name_or_path:
+        model = CMELTForPreTraining.from_pretrained(model_args.model_name_or_path, **switches)
+    else:
+        if config is None:
+            text_config = None
+            if model_args.text_encoder_name_or_path:
+                text_config = AutoModelForTextEncoding.from_pretrained(model_args.text_encoder_name_or_path).config
+                text_config = text_config.to_dict()
+            config = CMELTConfig.from_preset(model_args.model_preset, **switches)
+            if text_config is not None:
+                config = CMELTConfig(**{**config.to_dict(), "text_config": text_config})
+        model = CMELTForPreTraining(config)
+        if model_args.text_encoder_name_or_path:
+            pretrained = AutoModelForTextEncoding.from_pretrained(model_args.text_encoder_name_or_path)
+            missing, unexpected = model.text_model.load_state_dict(pretrained.state_dict(), strict=False)
+            if missing:
+                raise ValueError(f"text encoder weights do not fit the text tower; missing {missing[:5]}")
+    if model_args.freeze_text_encoder:
+        model.text_model.requires_grad_(False)
+    if model_args.freeze_ecg_encoder:
+        model.ecg_model.requires_grad_(False)
+    if model_args.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=model_args.lora_rank,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            target_modules=model_args.lora_target_modules,
+        )
+        model.text_model = get_peft_model(model.text_model, lora)
+    return model
+
+
+def build_processor(model_args: CMELTModelArguments, config: CMELTConfig) -> CMELTProcessor:
+    source = model_args.tokenizer_name_or_path or model_args.text_encoder_name_or_path or model_args.model_name_or_path
+    if source is None:
+        raise ValueError("no tokenizer: pass --text_encoder_name_or_path or --tokenizer_name_or_path")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    ecg = config.ecg_config
+    feature_extractor = CMELTFeatureExtractor(sampling_rate=ecg.sampling_rate, num_samples=ecg.num_samples)
+    return CMELTProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+
+def save_model_folder(model: CMELTForPreTraining, processor: CMELTProcessor, output_dir: str | Path) -> Path:
+    """The final Hub-ready folder: config with auto_map, code, weights, processor and tokenizer."""
+    if hasattr(model.text_model, "merge_and_unload"):
+        model.text_model = model.text_model.merge_and_unload()
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return Path(output_dir)
+
+
+def pretrain(
+    model_args: CMELTModelArguments,
+    data_args: CMELTDataArguments,
+    training_args: CMELTTrainingArguments,
+    train_dataset=None,
+    report_texts=None,
+    model: CMELTForPreTraining | None = None,
+    processor: CMELTProcessor | None = None,
+    zero_shot_evaluator=None,
+) -> CMELTPretrainingTrainer:
+    """Pretrain, resuming from the last complete checkpoint in `output_dir`, and save the final model folder."""
+    set_seed(training_args.seed)
+    if train_dataset is None:
+        if data_args.dataset_path is None:
+            raise ValueError("pass --dataset_path (a converted corpus) or run with no arguments for the demo")
+        corpus = load_from_disk(data_args.dataset_path)
+        train_dataset = corpus["train"] if "train" in corpus else corpus
+        if data_args.use_n3s and report_texts is None:
+            from data.n3s import ReportTable
+
+            table = ReportTable.load(data_args.n3s_cache_dir or Path(data_args.dataset_path) / "n3s")
+            report_texts = table.texts
+    model = model or build_model(model_args)
+    processor = processor or build_processor(model_args, model.config)
+    collator = CMELTPretrainingCollator(
+        processor=processor,
+        report_texts=report_texts if data_args.use_n3s else None,
+        mlm_probability=data_args.mlm_probability or model.config.mlm_probability,
+        lead_mask_prob=data_args.lead_mask_prob,
+        negative_fraction=data_args.negative_fraction,
+        max_length=data_args.max_text_length or model.config.max_text_length,
+        seed=training_args.seed,
+        ecg_num_tokens=model.config.ecg_config.num_tokens,
+    )
+    trainer = CMELTPretrainingTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        data_collator=collator,
+        zero_shot_evaluator=zero_shot_evaluator,
+        tri_stage=training_args.tri_stage,
+    )
+    last_checkpoint = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+    if last_checkpoint:
+        print(f"resuming from {last_checkpoint}")
+    trainer.train(resume_from_checkpoint=last_checkpoint)
+    if trainer.is_world_process_zero():
+        save_model_folder(trainer.model, processor, Path(training_args.output_dir) / "model")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("--demo", "demo") or all(a.startswith("--demo") for a in argv):
+        from train_scripts.demo import main as demo_main
+
+        demo_main([a for a in argv if a not in ("--demo", "demo")])
+        return
+    model_args, data_args, training_args = parse_arguments(argv)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    pretrain(model_args, data_args, training_args)
+
+
+if __name__ == "__main__":
+    main()

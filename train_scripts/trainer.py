@@ -1,0 +1,133 @@
+"""The pretraining `Trainer`: fairseq's tri-stage learning-rate schedule, per-loss logging (MLM, MEM, ETM,
+Siglep, ETM accuracy), optional periodic zero-shot evaluation, and checkpoints that are complete or absent."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+STAGING_DIR = ".staging"
+
+
+def tri_stage_factor(
+    step: int,
+    num_training_steps: int,
+    warmup_ratio: float = 0.1,
+    hold_ratio: float = 0.4,
+    decay_ratio: float = 0.5,
+    init_lr_scale: float = 0.01,
+    final_lr_scale: float = 0.05,
+) -> float:
+    """fairseq's tri-stage schedule as a multiplier of the peak learning rate: linear warm-up from
+    `init_lr_scale`, hold at 1, exponential decay to `final_lr_scale`, then stay there."""
+    warmup = int(num_training_steps * warmup_ratio)
+    hold = int(num_training_steps * hold_ratio)
+    decay = int(num_training_steps * decay_ratio)
+    if step < warmup:
+        return init_lr_scale + (1.0 - init_lr_scale) * step / warmup
+    step -= warmup
+    if step < hold:
+        return 1.0
+    step -= hold
+    if step < decay:
+        return math.exp(math.log(final_lr_scale) * step / decay)
+    return final_lr_scale
+
+
+def get_tri_stage_schedule(optimizer: torch.optim.Optimizer, num_training_steps: int, **ratios) -> LambdaLR:
+    return LambdaLR(optimizer, lambda step: tri_stage_factor(step, num_training_steps, **ratios))
+
+
+class CMELTPretrainingTrainer(Trainer):
+    """`Trainer` for `CMELTForPreTraining`.
+
+    Args:
+        zero_shot_evaluator: optional callable(model) -> {metric: value}, run at every evaluation (e.g. held-out
+            zero-shot macro AUC); its metrics are logged with the `eval_` prefix.
+        tri_stage: keyword arguments of `tri_stage_factor` (ratios and scales); None keeps `args.lr_scheduler_type`.
+    """
+
+    def __init__(self, *args, zero_shot_evaluator: Callable | None = None, tri_stage: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.zero_shot_evaluator = zero_shot_evaluator
+        self.tri_stage = tri_stage
+        self._running = defaultdict(lambda: [torch.zeros((), device=self.args.device), 0])
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.tri_stage is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is None:
+            self.lr_scheduler = get_tri_stage_schedule(optimizer or self.optimizer, num_training_steps, **self.tri_stage)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        if model.training:
+            for name in ("loss_mlm", "loss_mem", "loss_etm", "loss_siglep"):
+                value = outputs.get(name)
+                if value is not None:
+                    self._track(name, value)
+            if outputs.get("etm_logits") is not None:
+                predicted = (outputs["etm_logits"] > 0).float()
+                self._track("etm_accuracy", (predicted == inputs["is_aligned"]).float().mean())
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _track(self, name: str, value: torch.Tensor) -> None:
+        running = self._running[name]
+        running[0] = running[0] + value.detach().float()
+        running[1] += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._running:
+            for name, (total, count) in self._running.items():
+                logs[name] = round(self.accelerator.reduce(total / count, reduction="mean").item(), 4)
+            self._running.clear()
+            skipped = getattr(self.data_collator, "skipped", 0)
+            if skipped:
+                logs["skipped_records"] = skipped
+        super().log(logs, start_time)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        metrics = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
+        if self.zero_shot_evaluator is not None:
+            was_training = self.model.training
+            self.model.eval()
+            zero_shot = {f"{metric_key_prefix}_{k}": v for k, v in self.zero_shot_evaluator(self.model).items()}
+            self.model.train(was_training)
+            self.log(zero_shot)
+            metrics.update(zero_shot)
+        return metrics
+
+    def _get_output_dir(self, trial):
+        staging = getattr(self, "_checkpoint_staging", None)
+        return staging if staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write the checkpoint under `<output_dir>/.staging/` and move it into place only when every process
+        has finished writing, so `checkpoint-N` is complete or absent whenever the job dies."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._checkpoint_staging = os.path.join(run_dir, STAGING_DIR)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpoint_staging = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            staged, final = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
