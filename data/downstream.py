@@ -479,9 +479,10 @@ def add_common_cli_arguments(parser) -> None:
     parser.add_argument("--cache-dir", default=None, help="datasets cache directory (default: the HF cache)")
 
 
-def finish_cli(title: str, dataset_dict: DatasetDict, report: DownstreamReport, output_dir: str | None) -> None:
+def finish_cli(title: str, dataset_dict: DatasetDict, output_dir: str | None) -> None:
+    """Prints the split sizes and class counts; saves the DatasetDict under `output_dir` when given (the loader
+    has already printed and saved its report)."""
     print_dataset_summary(title, dataset_dict)
-    report.print_and_save(title, output_dir)
     if output_dir is not None:
         target = Path(output_dir) / _slug(title)
         dataset_dict.save_to_disk(str(target))

@@ -182,15 +182,18 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         ecg_embeds = self.model.get_ecg_features(
             model_inputs["input_values"], lead_mask=model_inputs["lead_mask"]
         ).pooler_output
-        return {"logits": zero_shot_logits(self.model, ecg_embeds, label_embeds), "labels": labels}
+        # one copy of the label list per ECG, so the pipeline's batch splitting hands each ECG its labels
+        return {"logits": zero_shot_logits(self.model, ecg_embeds, label_embeds), "labels": [labels] * len(ecg_embeds)}
 
     def postprocess(self, model_outputs, multi_label=True):
         logits = model_outputs["logits"].float()
         scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
+        labels = model_outputs["labels"]
+        labels = labels if labels and isinstance(labels[0], str) else labels[0]
         results = []
         for row in scores:
             order = row.argsort(descending=True).tolist()
-            results.append([{"label": model_outputs["labels"][i], "score": float(row[i])} for i in order])
+            results.append([{"label": labels[i], "score": float(row[i])} for i in order])
         return results[0] if len(results) == 1 else results
 
 

@@ -1,0 +1,120 @@
+"""Seconds per pretraining step, samples/s and model FLOPs utilisation (MFU) at paper width.
+
+    python bench/pretrain_step.py [--batch-size 8] [--text-length 64] [--steps 3] [--quick]
+
+The model is `CMELTConfig()` (the paper configuration: ECG encoder + Flan-T5-base-shaped text tower, random init,
++ fusion + the four heads), one full forward + backward + AdamW step per iteration on random inputs shaped like a
+real batch (12 x 5000 ECG, MEM dropping 75 % of tokens, 25 % of the report tokens masked, half the texts
+negatives). FLOPs are counted by `torch.utils.flop_counter` on one step; the ceiling is a large fp32 matmul timed in
+the same run. MFU = counted FLOPs / step time / ceiling. Goal: MFU >= 60 % (fp32). Writes
+bench/results/pretrain_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from modeling_cmelt import CMELTConfig, CMELTForPreTraining
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pretrain_step.json"
+
+
+def matmul_ceiling(size: int = 2048, repetitions: int = 10, dtype=torch.float32) -> float:
+    """Best-of-N FLOP/s of one large square matmul: what this machine's BLAS can do at most."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def make_batch(config: CMELTConfig, batch_size: int, text_length: int, seed: int = 0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, config.text_config.vocab_size, (batch_size, text_length), generator=generator)
+    labels = torch.full_like(ids, -100)
+    masked = torch.rand(ids.shape, generator=generator) < config.mlm_probability
+    labels[masked] = ids[masked]
+    return {
+        "input_values": torch.randn(batch_size, 12, config.ecg_config.num_samples, generator=generator),
+        "lead_mask": torch.ones(batch_size, 12, dtype=torch.bool),
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "is_aligned": (torch.arange(batch_size) % 2).float(),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--text-length", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--quick", action="store_true", help="1 timed step (for bench/run_all.py)")
+    args = parser.parse_args(argv)
+    steps = 1 if args.quick else args.steps
+
+    torch.manual_seed(0)
+    config = CMELTConfig()
+    model = CMELTForPreTraining(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    batch = make_batch(config, args.batch_size, args.text_length)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()  # also the warm-up
+    flops_per_step = counter.get_total_flops()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    ceiling = matmul_ceiling()
+    achieved = flops_per_step / seconds
+    result = {
+        "name": "pretrain_step",
+        "command": "python bench/pretrain_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "goal": {"metric": "mfu_fp32", "op": ">=", "value": 0.60},
+        "results": {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "batch_size": args.batch_size,
+            "text_length": args.text_length,
+            "seconds_per_step": round(seconds, 3),
+            "samples_per_second": round(args.batch_size / seconds, 3),
+            "model_gflops_per_step": round(flops_per_step / 1e9, 1),
+            "achieved_gflops_per_second": round(achieved / 1e9, 1),
+            "matmul_ceiling_gflops_per_second": round(ceiling / 1e9, 1),
+            "mfu_fp32": round(achieved / ceiling, 3),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "machine": machine_info(),
+    }
+    print(f"{'metric':<36}{'value':>14}")
+    for key, value in result["results"].items():
+        print(f"{key:<36}{value:>14}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    print(f"wrote {RESULTS}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
