@@ -178,7 +178,7 @@ def process_job(job: RecordJob) -> tuple[list[dict], str | None, str]:
     try:
         recording = read_ecg(job.path, **job.read_kwargs)
     except Exception as error:  # a reader raises many types for bad files; every one is a skip, never a crash
-        return [], classify_read_error(error), str(error)
+        return [], classify_read_error(error), f"{job.record_id}: {error}"
     signal = recording.signal
     if job.trim_zero_edges and signal.size:
         nonzero = np.flatnonzero(np.any(signal != 0, axis=0))
@@ -321,7 +321,7 @@ def jobs_fingerprint(name: str, split: str, jobs: list[RecordJob], features: Fea
     return digest.hexdigest()[:32]
 
 
-def _iterate_results(jobs: list[RecordJob], num_proc: int) -> Iterator[tuple[list[dict], str | None, str]]:
+def _iterate_results(jobs: tuple[RecordJob, ...], num_proc: int) -> Iterator[tuple[list[dict], str | None, str]]:
     if num_proc <= 1 or len(jobs) < 2:
         for job in jobs:
             yield process_job(job)
@@ -331,7 +331,7 @@ def _iterate_results(jobs: list[RecordJob], num_proc: int) -> Iterator[tuple[lis
         yield from pool.imap(process_job, jobs, chunksize=max(1, min(32, len(jobs) // (4 * num_proc) or 1)))
 
 
-def _generate_rows(jobs: list[RecordJob], num_proc: int, description: str, report_path: str):
+def _generate_rows(jobs: tuple[RecordJob, ...], num_proc: int, description: str, report_path: str):
     from tqdm.auto import tqdm
 
     split_report = DownstreamReport()
@@ -370,7 +370,8 @@ def build_split(
         _generate_rows,
         features=features,
         cache_dir=str(cache_dir) if cache_dir is not None else None,
-        gen_kwargs={"jobs": jobs, "num_proc": num_proc, "description": f"{name} {split}", "report_path": str(report_path)},
+        # a tuple, not a list: datasets would shard list-valued gen_kwargs into one generator call per job
+        gen_kwargs={"jobs": tuple(jobs), "num_proc": num_proc, "description": f"{name} {split}", "report_path": str(report_path)},
         split=split,
         fingerprint=fingerprint,
     )

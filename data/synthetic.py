@@ -161,6 +161,7 @@ def _rotation(frontal_deg: float, horizontal_deg: float) -> np.ndarray:
 
 # Ventricular wave directions for a reference frontal axis of +60 deg; rotated per subject to its own axis.
 _REFERENCE_AXIS_DEG = 60.0
+_LBBB_REFERENCE_AXIS_DEG = 10.0
 _SEPTAL = _unit(-0.7, 0.3, 0.65)
 _TERMINAL_S = _unit(-0.4, -0.6, -0.7)
 _RBBB_TERMINAL = _unit(-0.7, 0.05, 0.75)
@@ -246,7 +247,7 @@ def _subject_traits(seed: int, subject: int) -> dict:
     return {
         "axis": rng.uniform(-80.0, -42.0) if lad else rng.uniform(-12.0, 85.0),
         "horizontal": rng.normal(0.0, 8.0),
-        "r_amplitude": rng.uniform(0.9, 1.9),
+        "r_amplitude": rng.uniform(1.0, 2.1),
         "t_amplitude": rng.uniform(0.25, 0.5),
         "chest_gain": rng.uniform(0.75, 1.25),
         "chest_rotation": rng.normal(0.0, 6.0),
@@ -398,7 +399,10 @@ def _compose_report(findings: dict, traits: dict, rng: np.random.Generator) -> l
 def _record_parameters(traits: dict, findings: dict, rng: np.random.Generator) -> dict:
     """Wave table (centers, widths, amplitudes, directions) of the sinus and ectopic templates, ST plateau, timing."""
     labels = findings["labels"]
-    rotation = _rotation(traits["axis"] - _REFERENCE_AXIS_DEG, traits["horizontal"])
+    # LBBB activation points leftward (about +10 deg) whatever the axis; rotating it as far as a normal R vector
+    # would turn V6's broad R wave negative, so its rotation is measured from its own reference.
+    reference = _LBBB_REFERENCE_AXIS_DEG if "LBBB" in labels else _REFERENCE_AXIS_DEG
+    rotation = _rotation(traits["axis"] - reference, traits["horizontal"])
     rate = findings.get("rate") or 60.0 * findings["flutter_rate"] / {"2:1": 2.0, "4:1": 4.0, "variable": 3.0}[findings["conduction"]]
     rr = 60.0 / rate
     qt = traits["qtc"] * math.sqrt(rr) * rng.uniform(0.97, 1.03)
@@ -419,14 +423,14 @@ def _record_parameters(traits: dict, findings: dict, rng: np.random.Generator) -
         amplitudes[0] = rng.uniform(0.1, 0.22)
         directions[0] = _frontal(rng.uniform(35.0, 70.0), 0.25)
     if "LBBB" in labels:
-        waves = [(0.035, 0.016, _LBBB_EARLY, 0.75), (0.088, 0.021, _LBBB_LATE, 1.0)]
+        waves = [(0.035, 0.016, _LBBB_EARLY, 0.95), (0.088, 0.021, _LBBB_LATE, 1.25)]
         qrs_duration = 0.088 + 2.6 * 0.021
     else:
         waves = [(0.014, 0.007, _SEPTAL, rng.uniform(0.08, 0.16)), (0.043, 0.011, main, 1.0),
                  (0.071, 0.009, _TERMINAL_S, rng.uniform(0.2, 0.35))]
         qrs_duration = 0.095
         if "RBBB" in labels:
-            waves.append((0.098, 0.018, _RBBB_TERMINAL, rng.uniform(0.45, 0.7)))
+            waves.append((0.098, 0.018, _RBBB_TERMINAL, rng.uniform(0.6, 0.9)))
             qrs_duration = 0.098 + 2.6 * 0.018
     for slot, (center, width, direction, relative) in enumerate(waves, start=1):
         centers[slot], left[slot], right[slot] = center, width, width
@@ -588,9 +592,13 @@ def _measurements(params: dict, findings: dict, traits: dict, onsets: np.ndarray
     }
 
 
-def _noise(rng: np.random.Generator, level: float) -> np.ndarray:
-    """(9, 5000) electrode noise (RA, LA, LL, V1..V6): baseline wander, EMG, sometimes 60 Hz mains hum."""
-    noise = rng.standard_normal((9, NUM_SAMPLES), dtype=np.float32) * np.float32(rng.uniform(0.004, 0.025))
+def _noise(rng: np.random.Generator, level: float, gaussian_bank: np.ndarray) -> np.ndarray:
+    """(9, 5000) electrode noise (RA, LA, LL, V1..V6): baseline wander, EMG, sometimes 60 Hz mains hum.
+
+    EMG noise is a random window of a per-seed bank of Gaussian samples: drawing 45k fresh normals per record
+    would be the slowest step of the generator, and a window of a 2**21-sample bank is just as white."""
+    start = int(rng.integers(len(gaussian_bank) - 9 * NUM_SAMPLES))
+    noise = gaussian_bank[start : start + 9 * NUM_SAMPLES].reshape(9, NUM_SAMPLES) * np.float32(rng.uniform(0.004, 0.025))
     # Baseline wander (< 0.5 Hz) is evaluated every 10 samples and linearly interpolated: same curve, 10x fewer sines.
     coarse_t = np.arange(NUM_SAMPLES // 10 + 1, dtype=np.float32) * np.float32(10 / SAMPLING_RATE)
     frequencies = rng.uniform(0.05, 0.45, size=(9, 2, 1)).astype(np.float32)
@@ -613,6 +621,7 @@ def _synthesize(plan: list[tuple[int, int]], seed: int, first_record: int, noise
     subject_ids = np.empty(n, dtype=np.int64)
     study_ids = np.empty(n, dtype=np.int64)
     traits_cache: dict[int, dict] = {}
+    gaussian_bank = np.random.default_rng([seed, 99]).standard_normal(2**21, dtype=np.float32)
     for chunk_start in range(0, n, _CHUNK):
         chunk = plan[chunk_start : chunk_start + _CHUNK]
         m = len(chunk)
@@ -644,7 +653,7 @@ def _synthesize(plan: list[tuple[int, int]], seed: int, first_record: int, noise
             activity = _atrial_activity(findings, rng)
             if activity is not None:
                 atrial[row] = activity[1][:, None] * activity[0][None, :]
-            noise[row] = _noise(rng, noise_level)
+            noise[row] = _noise(rng, noise_level, gaussian_bank)
             for label in findings["labels"]:
                 labels[record, _LABEL_INDEX[label]] = True
             reports.append(_compose_report(findings, traits, rng))
@@ -685,3 +694,102 @@ def generate_demo_ecgs(num_records: int, seed: int, noise_level: float = 1.0) ->
     if num_records < 0:
         raise ValueError(f"num_records must be >= 0, got {num_records}")
     return _synthesize(_corpus_plan(seed, num_records, None, 1, 4), seed, 0, noise_level)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MIMIC-IV-ECG v1.0 tree
+
+
+def _ecg_time(seed: int, record: int) -> str:
+    rng = np.random.default_rng([seed, record, 4])
+    year, month, day = rng.integers(2110, 2200), rng.integers(1, 13), rng.integers(1, 29)
+    hour, minute, second = rng.integers(0, 24), rng.integers(0, 60), 0
+    return f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
+
+
+def _report_slots(statements: list[str], rng: np.random.Generator) -> list[str]:
+    """The 18 report columns: statements in order, with MIMIC's occasional empty slots between them."""
+    slots = []
+    for statement in statements:
+        if slots and rng.random() < 0.25:
+            slots.append("")
+        slots.append(statement)
+    slots = slots[:MIMIC_REPORT_SLOTS]
+    return slots + [""] * (MIMIC_REPORT_SLOTS - len(slots))
+
+
+def mimic_record_path(subject_id: int, study_id: int) -> str:
+    """MIMIC-IV-ECG relative record path without extension: files/pNNNN/pNNNNNNNN/sNNNNNNNN/NNNNNNNN."""
+    subject = str(int(subject_id))
+    return f"files/p{subject[:4]}/p{subject}/s{int(study_id)}/{int(study_id)}"
+
+
+def write_mimic_tree(
+    root: str | os.PathLike,
+    num_subjects: int,
+    records_per_subject: tuple[int, int] = (1, 4),
+    seed: int = 0,
+    noise_level: float = 1.0,
+) -> Path:
+    """Write a synthetic MIMIC-IV-ECG v1.0 tree (DATASET_LAYOUTS.md section 1) under `root` and return `root`.
+
+    Files: `record_list.csv`, `machine_measurements.csv` (33 columns; statements in `report_0..report_17` with
+    empty slots; 29999 for measurements a cart cannot make, e.g. P wave values in AF), `files/pNNNN/pNNNNNNNN/
+    sNNNNNNNN/NNNNNNNN.{hea,dat}` (WFDB format 16, gain 200/mV, 500 Hz, 5000 samples, leads I, II, III, aVR, aVF,
+    aVL, V1-V6), plus `demo_labels.csv` (study_id and one 0/1 column per DEMO_LABELS entry: the ground truth).
+    Each subject has between `records_per_subject[0]` and `[1]` records (skewed towards few).
+    """
+    import wfdb
+
+    low, high = records_per_subject
+    if not 1 <= low <= high:
+        raise ValueError(f"records_per_subject must be (low, high) with 1 <= low <= high, got {records_per_subject}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    plan = _corpus_plan(seed, None, num_subjects, low, high)
+    batch = _synthesize(plan, seed, 0, noise_level)
+    mimic_order = [DEMO_LEAD_NAMES.index(name) for name in MIMIC_LEAD_ORDER]
+    digital_limit = np.iinfo(np.int16).max
+    with open(root / "record_list.csv", "w", newline="") as records_file, \
+            open(root / "machine_measurements.csv", "w", newline="") as measurements_file, \
+            open(root / "demo_labels.csv", "w", newline="") as labels_file:
+        records_csv, measurements_csv, labels_csv = (csv.writer(f) for f in (records_file, measurements_file, labels_file))
+        records_csv.writerow(MIMIC_RECORD_LIST_COLUMNS)
+        measurements_csv.writerow(MIMIC_MEASUREMENT_COLUMNS)
+        labels_csv.writerow(("study_id", *DEMO_LABELS))
+        for index in range(len(batch)):
+            subject_id, study_id = int(batch.subject_ids[index]), int(batch.study_ids[index])
+            relative = mimic_record_path(subject_id, study_id)
+            record_dir = root / Path(relative).parent
+            record_dir.mkdir(parents=True, exist_ok=True)
+            ecg_time = _ecg_time(seed, index)
+            digital = np.clip(np.rint(batch.signals[index, mimic_order] * MIMIC_ADC_GAIN), -digital_limit, digital_limit)
+            date, time_of_day = ecg_time.split(" ")
+            wfdb.wrsamp(
+                str(study_id), fs=SAMPLING_RATE, units=["mV"] * 12, sig_name=list(MIMIC_LEAD_ORDER),
+                d_signal=digital.astype(np.int16).T.copy(), fmt=["16"] * 12, adc_gain=[MIMIC_ADC_GAIN] * 12,
+                baseline=[0] * 12, comments=[str(subject_id)],
+                base_time=_parse_time(time_of_day), base_date=_parse_date(date), write_dir=str(record_dir),
+            )
+            records_csv.writerow((subject_id, study_id, str(study_id), ecg_time, relative))
+            values = batch.measurements[index]
+            measured = [MIMIC_MISSING_MEASUREMENT if values[key] is None else values[key]
+                        for key in MIMIC_MEASUREMENT_COLUMNS[-9:]]
+            slots = _report_slots(batch.reports[index], np.random.default_rng([seed, index, 5]))
+            cart_id = 6_000_000 + int(np.random.default_rng([seed, index, 6]).integers(1_000_000))
+            measurements_csv.writerow((subject_id, study_id, cart_id, ecg_time, *slots,
+                                       "0.005-150 Hz", "60 Hz notch Baseline filter", *measured))
+            labels_csv.writerow((study_id, *batch.labels[index].astype(int)))
+    return root
+
+
+def _parse_time(text: str):
+    import datetime
+
+    return datetime.time.fromisoformat(text)
+
+
+def _parse_date(text: str):
+    import datetime
+
+    return datetime.date.fromisoformat(text)

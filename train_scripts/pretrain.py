@@ -180,6 +180,7 @@ def pretrain(
     model: CMELTForPreTraining | None = None,
     processor: CMELTProcessor | None = None,
     zero_shot_evaluator=None,
+    zero_shot_eval_steps: int | None = None,
 ) -> CMELTPretrainingTrainer:
     """Pretrain, resuming from the last complete checkpoint in `output_dir`, and save the final model folder."""
     set_seed(training_args.seed)
@@ -211,6 +212,7 @@ def pretrain(
         train_dataset=train_dataset,
         data_collator=collator,
         zero_shot_evaluator=zero_shot_evaluator,
+        zero_shot_eval_steps=zero_shot_eval_steps,
         tri_stage=training_args.tri_stage,
     )
     last_checkpoint = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 STAGING_DIR = ".staging"
@@ -46,18 +46,40 @@ def get_tri_stage_schedule(optimizer: torch.optim.Optimizer, num_training_steps:
     return LambdaLR(optimizer, lambda step: tri_stage_factor(step, num_training_steps, **ratios))
 
 
+class _EvaluateEvery(TrainerCallback):
+    """Asks for an evaluation every `steps` optimisation steps (pretraining has no eval_dataset to key it on)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.steps == 0:
+            control.should_evaluate = True
+        return control
+
+
 class CMELTPretrainingTrainer(Trainer):
     """`Trainer` for `CMELTForPreTraining`.
 
     Args:
         zero_shot_evaluator: optional callable(model) -> {metric: value}, run at every evaluation (e.g. held-out
             zero-shot macro AUC); its metrics are logged with the `eval_` prefix.
+        zero_shot_eval_steps: run the evaluator every this many steps (None: only when asked).
         tri_stage: keyword arguments of `tri_stage_factor` (ratios and scales); None keeps `args.lr_scheduler_type`.
     """
 
-    def __init__(self, *args, zero_shot_evaluator: Callable | None = None, tri_stage: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        zero_shot_evaluator: Callable | None = None,
+        zero_shot_eval_steps: int | None = None,
+        tri_stage: dict | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.zero_shot_evaluator = zero_shot_evaluator
+        if zero_shot_evaluator is not None and zero_shot_eval_steps:
+            self.add_callback(_EvaluateEvery(zero_shot_eval_steps))
         self.tri_stage = tri_stage
         self._running = defaultdict(lambda: [torch.zeros((), device=self.args.device), 0])
 
