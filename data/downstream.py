@@ -29,7 +29,6 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
 from data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, encode_ecg
 
-SPLITS = ("train", "validation", "test")
 _SEGMENT_MODES = ("all", "first_two", "random_crop")
 
 
@@ -158,6 +157,8 @@ def _windows(job: RecordJob, num_samples: int, rate: float) -> list[tuple[int, i
     """(start, stop, extra columns) of the rows a record yields."""
     if job.segment_seconds is None:
         return [(0, num_samples, {})]
+    if job.segment_mode not in _SEGMENT_MODES:
+        raise ValueError(f"segment_mode must be one of {_SEGMENT_MODES}, got {job.segment_mode!r}")
     length = int(round(job.segment_seconds * rate))
     count = num_samples // length
     if job.segment_mode == "all":
@@ -344,6 +345,10 @@ def _generate_rows(jobs: tuple[RecordJob, ...], num_proc: int, description: str,
     Path(report_path).write_text(json.dumps(split_report.as_dict()))
 
 
+def _empty_dataset(features: Features, split: str) -> Dataset:
+    return Dataset.from_dict({key: [] for key in features}, features=features, split=split)
+
+
 def build_split(
     name: str,
     split: str,
@@ -364,17 +369,21 @@ def build_split(
     if report_path.exists():
         report_path.unlink()  # rewritten by the generator if it runs; absent afterwards means a cache hit
     if not jobs:
-        dataset = Dataset.from_dict({key: [] for key in features}, features=features, split=split)
-        return dataset
-    dataset = Dataset.from_generator(
-        _generate_rows,
-        features=features,
-        cache_dir=str(cache_dir) if cache_dir is not None else None,
-        # a tuple, not a list: datasets would shard list-valued gen_kwargs into one generator call per job
-        gen_kwargs={"jobs": tuple(jobs), "num_proc": num_proc, "description": f"{name} {split}", "report_path": str(report_path)},
-        split=split,
-        fingerprint=fingerprint,
-    )
+        return _empty_dataset(features, split)
+    try:
+        dataset = Dataset.from_generator(
+            _generate_rows,
+            features=features,
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+            # a tuple, not a list: datasets would shard list-valued gen_kwargs into one generator call per job
+            gen_kwargs={"jobs": tuple(jobs), "num_proc": num_proc, "description": f"{name} {split}", "report_path": str(report_path)},
+            split=split,
+            fingerprint=fingerprint,
+        )
+    except ValueError as error:
+        if "corresponds to no data" not in str(error):
+            raise
+        dataset = _empty_dataset(features, split)  # every record of the split was skipped
     stored = cache_root / "cmelt_downstream_reports" / f"{fingerprint}.done.json"
     if report_path.exists():
         report_path.replace(stored)
@@ -413,6 +422,11 @@ def drop_rare_labels(dataset_dict: DatasetDict, min_records: int, report: Downst
     keep = [index for index, total in enumerate(totals) if total >= min_records]
     if len(keep) == len(codes):
         return dataset_dict
+    if not keep:
+        raise ValueError(
+            f"no label has at least {min_records} records in the loaded data (most: {int(totals.max(initial=0))}); "
+            "lower min_records_per_label"
+        )
     report.dropped_labels.extend(f"{codes[index]} ({totals[index]} records)" for index in range(len(codes)) if index not in keep)
     new_index = {old: new for new, old in enumerate(keep)}
     kept_codes = [codes[index] for index in keep]

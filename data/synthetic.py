@@ -438,7 +438,7 @@ def _record_parameters(traits: dict, findings: dict, rng: np.random.Generator) -
         directions[slot] = rotation @ direction
     # T wave: ends at QT; asymmetric (slow rise, faster fall); concordant with QRS unless conduction says otherwise.
     t_fall = rng.uniform(0.035, 0.048)
-    centers[5], left[5], right[5] = qt - 2.4 * t_fall, 1.7 * t_fall, t_fall
+    centers[5], left[5], right[5] = qt - 2.4 * t_fall, 1.3 * t_fall, t_fall
     t_amp = traits["t_amplitude"] * rng.uniform(0.9, 1.1) * (0.6 if "LVOLT" in labels else 1.0)
     t_direction = rotation @ _frontal(_REFERENCE_AXIS_DEG + rng.normal(0.0, 12.0), rng.uniform(0.25, 0.6))
     st_amp, st_direction = 0.0, np.zeros(3)
@@ -451,11 +451,11 @@ def _record_parameters(traits: dict, findings: dict, rng: np.random.Generator) -
         t_direction = _T_INVERSION[findings["t_region"]]
         t_amp = rng.uniform(0.25, 0.5)
     if "STE" in labels:
-        st_amp, st_direction = rng.uniform(0.18, 0.4), _ST_REGIONS[findings["st_region"]]
+        st_amp, st_direction = rng.uniform(0.25, 0.5), _ST_REGIONS[findings["st_region"]]
         if "INVT" not in labels:
             t_amp *= rng.uniform(1.2, 1.5)  # hyperacute T
     elif "STD" in labels:
-        st_amp, st_direction = rng.uniform(0.12, 0.25), rotation @ _ST_DEPRESSION
+        st_amp, st_direction = rng.uniform(0.15, 0.3), _ST_DEPRESSION
         t_amp *= rng.uniform(0.5, 0.85)
     amplitudes[5] = t_amp
     directions[5] = t_direction

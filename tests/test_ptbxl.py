@@ -130,5 +130,16 @@ def test_cli_with_signals_prints_class_counts(ptbxl_tree, tmp_path, capsys):
     output = capsys.readouterr().out
     table = {line.split()[0]: line.split()[1:] for line in output.splitlines() if line.strip()}
     assert "12 classes" in output
-    assert table["records"] == ["2", "1", "1", "4"]  # 00001, 00002 (SR); 00003 (AFIB); 00004 (STACH)
-    assert table["SR"][-1] == "2" and table["AFIB"] == ["0", "1", "0", "1"] and table["STACH"][-1] == "1"
+    # train 00001, 00002, 01002 (SR); validation 00003 (AFIB); test 00004 (STACH); the bad ones skipped
+    assert table["records"] == ["3", "1", "1", "5"]
+    assert table["SR"] == ["3", "0", "0", "3"] and table["AFIB"] == ["0", "1", "0", "1"] and table["STACH"][-1] == "1"
+
+
+def test_parallel_loading_gives_the_same_rows_and_report(ptbxl_tree, tmp_path):
+    root, _ = ptbxl_tree
+    serial_report, parallel_report = DownstreamReport(), DownstreamReport()
+    serial = load_ptbxl(root, "super", cache_dir=tmp_path / "serial", report=serial_report)
+    parallel = load_ptbxl(root, "super", cache_dir=tmp_path / "parallel", report=parallel_report, num_proc=2)
+    assert parallel["train"]["record_id"] == serial["train"]["record_id"]
+    assert np.array_equal(np.asarray(parallel["train"][0]["ecg"]), np.asarray(serial["train"][0]["ecg"]))
+    assert parallel_report.skipped.counts == serial_report.skipped.counts

@@ -1,0 +1,573 @@
+"""Write the Hugging Face Hub model card (README.md) of a saved C-MELT model folder.
+
+    python -m model_card MODEL_FOLDER [--results PATH ...] [--figures PNG ...] [--output README.md]
+
+Inputs: the folder's `config.json` (architecture and parameter counts, computed on the meta device without
+loading any weights), its `training_summary.json` if pretraining wrote one, and results files in the schema of
+`train_scripts.evaluation` (read with `read_results`). When no results are given, `MODEL_FOLDER/results/` is
+used if it exists.
+
+The card has a YAML header the Hub reads: licence, library, pipeline tag, tags, datasets, metrics, base model when
+known, and a `model-index` that holds every measured result with a numeric value. The body has usage, input format,
+model details, training, an evaluation table, figures, limitations and the citation. In the evaluation table,
+measured numbers ("measured (this model)") and the paper's numbers ("paper-reported", REFERENCE.md §3) sit in
+separate columns. The paper's numbers appear nowhere else in the card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from modeling_cmelt import CMELTConfig, CMELTForECGClassification, CMELTForPreTraining, CMELTModel
+from modeling_cmelt.pipeline_cmelt import TASK as PIPELINE_TASK
+from modeling_cmelt.pipeline_cmelt import load_label_descriptions
+from train_scripts.evaluation import CANONICAL_LEAD_NAMES, read_results
+
+TEMPLATE = Path(__file__).resolve().parent / "template.md"
+TRAINING_SUMMARY_FILE = "training_summary.json"
+MISSING = "—"
+
+# The Hub has no ECG or time-series classification pipeline tag (huggingface.js packages/tasks/src/pipelines.ts).
+# "zero-shot-classification" is the closest valid tag; the real transformers task goes in `tags`.
+HUB_PIPELINE_TAG = "zero-shot-classification"
+HUB_TAGS = ["ecg", PIPELINE_TASK, "custom_code", "medical", "biosignals", "c-melt", "ecg-language-pretraining"]
+# model-index task types: zero-shot results under the pipeline tag. Supervised ECG classification goes under
+# "audio-classification", the Auto class this model family registers its classification head with.
+HUB_TASK_TYPES = {
+    "zero_shot": HUB_PIPELINE_TAG,
+    "domain_transfer": HUB_PIPELINE_TAG,
+    "linear_probe": "audio-classification",
+    "finetune": "audio-classification",
+}
+PROTOCOL_NAMES = {
+    "zero_shot": "zero-shot",
+    "domain_transfer": "zero-shot domain transfer",
+    "linear_probe": "linear probe",
+    "finetune": "full fine-tune",
+}
+# results metric name -> (Hub metric id, readable name); values of these metrics are fractions (shown x 100).
+METRICS = {
+    "macro_auroc": ("roc_auc", "macro AUROC"),
+    "accuracy": ("accuracy", "accuracy"),
+    "cinc2021_challenge_score": ("cinc2021_challenge_score", "CinC 2021 challenge score"),
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    hub_type: str  # dataset identifier in the card metadata (none of these datasets has an official Hub id)
+    pretty_name: str
+    source_url: str
+
+
+DATA_SOURCES = {
+    "mimic-iv-ecg": ("MIMIC-IV-ECG v1.0 (pretraining)", "https://physionet.org/content/mimic-iv-ecg/1.0/"),
+    "ptb-xl": ("PTB-XL", "https://physionet.org/content/ptb-xl/1.0.3/"),
+    "cpsc2018": ("CPSC2018", "http://2018.icbeb.org/"),
+    "chapman-shaoxing-ningbo": ("Chapman-Shaoxing-Ningbo (CSN)", "https://physionet.org/content/ecg-arrhythmia/1.0.0/"),
+    "code-test": ("CODE-test", "https://doi.org/10.5281/zenodo.3625006"),
+    "physionet-challenge-2021": ("PhysioNet/CinC Challenge 2021", "https://physionet.org/content/challenge-2021/1.0.3/"),
+}
+PRETRAINING_DATASET = "mimic-iv-ecg"
+EVALUATION_DATASETS = {
+    "ptbxl_super": ("ptb-xl", "PTB-XL diagnostic superclasses (5 labels)"),
+    "ptbxl_sub": ("ptb-xl", "PTB-XL diagnostic subclasses (23 labels)"),
+    "ptbxl_form": ("ptb-xl", "PTB-XL form statements (19 labels)"),
+    "ptbxl_rhythm": ("ptb-xl", "PTB-XL rhythm statements (12 labels)"),
+    "cpsc2018": ("cpsc2018", "CPSC2018 (9 labels)"),
+    "csn": ("chapman-shaoxing-ningbo", "Chapman-Shaoxing-Ningbo (38 labels)"),
+    "code_test": ("code-test", "CODE-test (6 labels)"),
+    "physionet2021": ("physionet-challenge-2021", "PhysioNet/CinC Challenge 2021"),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Card metadata of a results `dataset` name; "physionet2021_dx" resolves via its "physionet2021" prefix."""
+    key = name if name in EVALUATION_DATASETS else next((k for k in EVALUATION_DATASETS if name.startswith(k)), None)
+    if key is None:
+        return DatasetInfo(name, name, "")
+    hub_type, pretty = EVALUATION_DATASETS[key]
+    if key != name:
+        pretty = f"{pretty} ({name[len(key):].strip('_') or name})"
+    return DatasetInfo(hub_type, pretty, DATA_SOURCES[hub_type][1])
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """One number of the C-MELT paper (REFERENCE.md §3), in the paper's units (x 100)."""
+
+    protocol: str
+    datasets: tuple[str, ...]
+    metric: str
+    value: float
+    table: str
+    label_fraction: float = 1.0
+    leads: tuple[str, ...] | None = None  # None = all 12 leads
+
+
+def _paper(protocol, metric, table, values: dict, **kwargs) -> list[PaperResult]:
+    return [PaperResult(protocol, (name,), metric, value, table, **kwargs) for name, value in values.items()]
+
+
+PAPER_RESULTS: tuple[PaperResult, ...] = (
+    *_paper("zero_shot", "macro_auroc", "Tab. 3", {
+        "ptbxl_super": 76.2, "ptbxl_sub": 75.9, "ptbxl_form": 66.1, "ptbxl_rhythm": 88.6, "cpsc2018": 80.1,
+        "csn": 76.3,
+    }),
+    *_paper("zero_shot", "macro_auroc", "Tab. 5", {"code_test": 96.79}),
+    *_paper("linear_probe", "macro_auroc", "Tab. 2", {
+        "csn": 90.71, "ptbxl_rhythm": 96.71, "ptbxl_form": 83.98, "ptbxl_sub": 85.15, "ptbxl_super": 90.11,
+        "cpsc2018": 94.92,
+    }),
+    PaperResult("finetune", ("physionet2021", "physionet2021_dx"), "cinc2021_challenge_score", 85.7, "Tab. 1"),
+    PaperResult("finetune", ("physionet2021", "physionet2021_dx"), "cinc2021_challenge_score", 76.5, "Tab. 1",
+                leads=("I",)),
+    PaperResult("finetune", ("physionet2021", "physionet2021_id"), "accuracy", 65.4, "Tab. 1"),
+    PaperResult("finetune", ("physionet2021", "physionet2021_id"), "accuracy", 41.1, "Tab. 1", leads=("I",)),
+)
+
+
+def _leads_key(entry: dict) -> tuple[str, ...] | None:
+    leads = entry.get("leads")
+    if not leads or tuple(leads) == CANONICAL_LEAD_NAMES:
+        return None
+    return tuple(leads)
+
+
+def paper_result_for(entry: dict) -> PaperResult | None:
+    """The paper's number for the same protocol, dataset, metric, label fraction and leads (test split only)."""
+    if entry["split"] != "test":
+        return None
+    fraction = entry.get("label_fraction") or 1.0
+    for paper in PAPER_RESULTS:
+        if (paper.protocol == entry["protocol"] and entry["dataset"] in paper.datasets
+                and paper.metric == entry["metric"]["name"] and math.isclose(paper.label_fraction, fraction)
+                and paper.leads == _leads_key(entry)):
+            return paper
+    return None
+
+
+def setting_text(entry: dict) -> str:
+    """Protocol with its label fraction, leads and (domain transfer) source, e.g. "linear probe, 1 % labels"."""
+    parts = [PROTOCOL_NAMES.get(entry["protocol"], entry["protocol"])]
+    source = (entry.get("extra") or {}).get("source_label_set") or (entry.get("extra") or {}).get("source_dataset")
+    if source:
+        parts[0] += f" from {source}"
+    if entry.get("label_fraction") is not None:
+        parts.append(f"{entry['label_fraction'] * 100:g} % labels")
+    leads = _leads_key(entry)
+    parts.append("12 leads" if leads is None else f"leads {', '.join(leads)}")
+    if entry["task"] not in ("classification",):
+        parts.append(entry["task"].replace("_", " "))
+    return ", ".join(parts)
+
+
+def metric_display_name(entry: dict) -> str:
+    """The model-index metric `name` of an entry: readable metric, setting and split."""
+    readable = METRICS.get(entry["metric"]["name"], (None, entry["metric"]["name"]))[1]
+    return f"{readable} ({setting_text(entry)}; {entry['split']})"
+
+
+def format_measured(entry: dict) -> str:
+    value = entry["metric"]["value"]
+    if value is None:
+        return "n/a (not computable)"
+    return f"{value * 100:.2f}" if entry["metric"]["name"] in METRICS else f"{value:.4g}"
+
+
+# ------------------------------------------------------------------------------------------ config facts
+
+
+def count_parameters(config: CMELTConfig) -> dict[str, int]:
+    """Parameters per part of the saved architecture, built on the meta device (no memory, no weights)."""
+    classes = {cls.__name__: cls for cls in (CMELTModel, CMELTForPreTraining, CMELTForECGClassification)}
+    architecture = next((name for name in (config.architectures or []) if name in classes), "CMELTForPreTraining")
+    with torch.device("meta"):
+        model = classes[architecture](config)
+    parts = {
+        "ecg_model": "ECG encoder",
+        "text_model": "text encoder",
+        "ecg_pooler": "Siglep poolers and projections",
+        "ecg_projection": "Siglep poolers and projections",
+        "text_pooler": "Siglep poolers and projections",
+        "text_projection": "Siglep poolers and projections",
+        "logit_scale": "Siglep poolers and projections",
+        "logit_bias": "Siglep poolers and projections",
+        "fusion": "cross-modal fusion",
+        "mlm_head": "pretraining heads (MLM, MEM decoder, ETM)",
+        "mem_decoder": "pretraining heads (MLM, MEM decoder, ETM)",
+        "etm_text_pooler": "pretraining heads (MLM, MEM decoder, ETM)",
+        "etm_ecg_pooler": "pretraining heads (MLM, MEM decoder, ETM)",
+        "etm_head": "pretraining heads (MLM, MEM decoder, ETM)",
+        "classifier": "classification head",
+    }
+    counts: dict[str, int] = {}
+    for name, parameter in model.named_parameters():
+        part = parts.get(name.split(".")[0], "other")
+        counts[part] = counts.get(part, 0) + parameter.numel()
+    order = list(dict.fromkeys([*parts.values(), "other"]))
+    return {part: counts[part] for part in order if part in counts}
+
+
+def matching_preset(config: CMELTConfig) -> str | None:
+    """Name of the `CMELTConfig.from_preset` architecture this config has (vocabulary size aside), if any."""
+
+    def shape(cfg: CMELTConfig) -> tuple:
+        ecg, text = cfg.ecg_config, cfg.text_config
+        return (
+            tuple(ecg.conv_dim), tuple(ecg.conv_stride), ecg.hidden_size, ecg.num_hidden_layers,
+            text.model_type, text.hidden_size, text.num_hidden_layers,
+            cfg.fusion_hidden_size, cfg.fusion_num_layers, cfg.projection_dim,
+        )
+
+    for name in ("paper", "demo", "tiny"):
+        if shape(CMELTConfig.from_preset(name)) == shape(config):
+            return name
+    return None
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f} M" if count >= 1e5 else f"{count:,}"
+
+
+def model_details_section(config: CMELTConfig, architecture: str, preset: str | None) -> str:
+    ecg, text = config.ecg_config, config.text_config
+    seconds = ecg.num_samples / ecg.sampling_rate
+    lines = [
+        f"- **Architecture class:** `{architecture}`"
+        + (f" (matches the `{preset}` preset of `CMELTConfig.from_preset`)." if preset else "."),
+        f"- **ECG encoder:** {len(ecg.conv_dim)} convolutions (channels {list(ecg.conv_dim)}, kernels "
+        f"{list(ecg.conv_kernel)}, strides {list(ecg.conv_stride)}) turn {ecg.num_samples} samples ({seconds:g} s at "
+        f"{ecg.sampling_rate} Hz) into {ecg.num_tokens} tokens. A convolutional positional embedding and a CLS token "
+        f"follow, then {ecg.num_hidden_layers} post-LN transformer layers (width {ecg.hidden_size}, "
+        f"{ecg.num_attention_heads} heads, feed-forward {ecg.intermediate_size}). Pooling: {ecg.pooling}.",
+        f"- **Text encoder:** {text.model_type} encoder, {text.num_hidden_layers} layers, width {text.hidden_size}, "
+        f"vocabulary {text.vocab_size}, reports truncated to {config.max_text_length} tokens.",
+        f"- **Shared embedding space (Siglep):** projection size {config.projection_dim}; "
+        f"{'L2-normalised' if config.siglep_normalize else 'not normalised'}; "
+        + ("learned logit scale and bias." if config.siglep_learnable_scale else "fixed logit scale 1, no bias."),
+    ]
+    if architecture == "CMELTForPreTraining":
+        lines.append(
+            f"- **Fusion (pretraining only):** {config.fusion_num_layers} cross-attention layers per modality, width "
+            f"{config.fusion_hidden_size}, {config.fusion_num_attention_heads} heads."
+        )
+        objectives = [
+            f"{name} (weight {weight:g})"
+            for name, used, weight in (
+                ("MLM", config.use_mlm, config.mlm_loss_weight),
+                ("MEM", config.use_mem, config.mem_loss_weight),
+                ("ETM", config.use_etm, config.etm_loss_weight),
+                ("Siglep", config.use_siglep, config.siglep_loss_weight),
+            )
+            if used
+        ]
+        lines.append(
+            f"- **Pretraining objectives:** {', '.join(objectives) or 'none'}. MEM drops {ecg.mask_ratio:.0%} of "
+            f"the ECG tokens, MLM masks {config.mlm_probability:.0%} of the report tokens, and random lead masking "
+            f"uses p = {ecg.lead_mask_prob:g}."
+        )
+    return "\n".join(lines)
+
+
+def parameters_section(counts: dict[str, int]) -> str:
+    rows = [f"| {part} | {_millions(count)} |" for part, count in counts.items()]
+    inference = sum(counts.get(part, 0) for part in ("ECG encoder", "text encoder", "Siglep poolers and projections"))
+    rows.append(f"| **total** | **{_millions(sum(counts.values()))}** |")
+    text = "| part | parameters |\n|---|---|\n" + "\n".join(rows)
+    if "text encoder" in counts:
+        text += (
+            f"\n\nZero-shot inference (`AutoModel`, the pipeline) loads only the ECG encoder, the text encoder and the "
+            f"Siglep projections: {_millions(inference)} parameters."
+        )
+    return text
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+PAPER_RECIPE = """\
+What the C-MELT paper trained on. These are paper facts, not facts about this checkpoint:
+
+- **Data:** MIMIC-IV-ECG v1.0, 800,035 records of 161,352 subjects, of which 779,891 remain after cleaning.
+  All machine-measurement report statements of a record are merged into one text, lower-cased, with
+  punctuation removed. There are about 180k unique reports.
+- **Objectives:** MLM, MEM, ETM and Siglep, summed. ETM negatives come from N3S, which embeds every report with
+  Flan-T5-small and, for half of the batch, picks one of the 64 most distant reports.
+- **Optimisation:** Adam, learning rate 5e-5, betas (0.9, 0.98), epsilon 1e-6, weight decay 0.01. The
+  tri-stage schedule splits training 0.1 / 0.4 / 0.5 into warm-up, hold and decay. 300k steps, batch 128,
+  one H100 GPU."""
+
+
+def load_training_summary(folder: Path) -> dict | None:
+    path = folder / TRAINING_SUMMARY_FILE
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+    return summary
+
+
+def is_synthetic(summary: dict | None) -> bool:
+    return summary is not None and any(
+        isinstance(value, str) and "synthetic" in value.lower() for value in summary.values()
+    )
+
+
+def training_section(summary: dict | None) -> str:
+    if summary is None:
+        this = (
+            f"The folder has no `{TRAINING_SUMMARY_FILE}`, so this card cannot say what this checkpoint was "
+            "trained on, for how long, or whether it was trained at all. Do not assume it follows the paper recipe below."
+        )
+    else:
+        rows = "\n".join(
+            f"| {key} | {json.dumps(value) if isinstance(value, (dict, list)) else value} |"
+            for key, value in summary.items()
+        )
+        this = (
+            f"From the `{TRAINING_SUMMARY_FILE}` the pretraining run wrote into this folder:\n\n"
+            f"| field | value |\n|---|---|\n{rows}"
+        )
+    return f"### This checkpoint\n\n{this}\n\n### Paper recipe\n\n{PAPER_RECIPE}"
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def select_results(entries: list[dict], result_model: str | None) -> list[dict]:
+    """Entries of one model: `result_model` if given; results naming several models without it are an error."""
+    if result_model is not None:
+        return [entry for entry in entries if entry["model"] == result_model]
+    models = sorted({entry["model"] for entry in entries})
+    if len(models) > 1:
+        raise ValueError(
+            f"the results describe {len(models)} models {models}; pass result_model (--result-model) to pick the "
+            "one this card is about, so no other model's numbers end up in it"
+        )
+    return entries
+
+
+def model_index(model_name: str, entries: list[dict]) -> list[dict]:
+    """Hub `model-index`: one result per entry with a numeric value (entries stored as null are left out)."""
+    results = []
+    for entry in entries:
+        value = entry["metric"]["value"]
+        if value is None:
+            continue
+        info = dataset_info(entry["dataset"])
+        protocol = entry["protocol"]
+        results.append({
+            "task": {
+                "type": HUB_TASK_TYPES.get(protocol, HUB_PIPELINE_TAG),
+                "name": f"ECG classification ({PROTOCOL_NAMES.get(protocol, protocol)})",
+            },
+            "dataset": {
+                "name": info.pretty_name,
+                "type": info.hub_type,
+                "config": entry["dataset"],
+                "split": entry["split"],
+            },
+            "metrics": [{
+                "type": METRICS.get(entry["metric"]["name"], (entry["metric"]["name"],))[0],
+                "value": value,
+                "name": metric_display_name(entry),
+            }],
+        })
+    return [{"name": model_name, "results": results}] if results else []
+
+
+def evaluation_section(entries: list[dict]) -> str:
+    if not entries:
+        return (
+            "No evaluation results were given for this checkpoint (`python -m model_card FOLDER --results "
+            "RESULTS.json` adds them). Numbers in the C-MELT paper were measured on the paper's own model, not this one."
+        )
+    header = (
+        "| dataset | setting | split | metric | measured (this model) | paper-reported |\n"
+        "|---|---|---|---|---|---|"
+    )
+    rows, details = [], []
+    for entry in sorted(entries, key=lambda e: (e["protocol"], e["dataset"], e.get("label_fraction") or 1.0)):
+        paper = paper_result_for(entry)
+        paper_cell = f"{paper.value:g} ({paper.table})" if paper else MISSING
+        readable = METRICS.get(entry["metric"]["name"], (None, entry["metric"]["name"]))[1]
+        rows.append(
+            f"| {dataset_info(entry['dataset']).pretty_name} | {setting_text(entry)} | {entry['split']} | "
+            f"{readable} | {format_measured(entry)} | {paper_cell} |"
+        )
+        if entry["per_class"]:
+            per_class = ", ".join(
+                f"{label} {'n/a' if value is None else f'{value * 100:.1f}'}" for label, value in entry["per_class"].items()
+            )
+            details.append(f"- {dataset_info(entry['dataset']).pretty_name}, {setting_text(entry)}: {per_class}")
+    text = (
+        "Two kinds of numbers, kept in separate columns. **measured (this model)** was computed on this checkpoint "
+        "by this repository's evaluation scripts. **paper-reported** is what the C-MELT paper reports for its own "
+        "model under the same protocol (REFERENCE.md §3). It is shown for orientation only and was not measured "
+        "here. \"—\" means the paper reports no number for that setting. Both columns are × 100 for AUROC, "
+        "accuracy and the CinC score.\n\n" + header + "\n" + "\n".join(rows)
+    )
+    if details:
+        text += "\n\n<details><summary>Per-class measured values (× 100)</summary>\n\n" + "\n".join(details) + "\n\n</details>"
+    commands = sorted({" ".join(entry["command"]) for entry in entries if entry.get("command")})
+    if commands:
+        text += "\n\nProduced by:\n\n```bash\n" + "\n".join(commands) + "\n```"
+    return text
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+def collect_figures(results_paths: list[Path], figures: list[Path]) -> list[Path]:
+    """PNGs passed in, plus those beside each results file (or anywhere under a results folder)."""
+    found = [Path(path) for path in figures]
+    for path in results_paths:
+        found += sorted(path.rglob("*.png")) if path.is_dir() else sorted(path.parent.glob("*.png"))
+    unique = list(dict.fromkeys(path.resolve() for path in found))
+    missing = [str(path) for path in unique if not path.is_file()]
+    if missing:
+        raise ValueError(f"figure files not found: {missing}")
+    return unique
+
+
+def figures_section(figure_paths: list[Path], card_dir: Path) -> str:
+    """Markdown image links relative to the card. Figures outside the folder are copied into `figures/` first,
+    so the folder uploads as a self-contained repo."""
+    if not figure_paths:
+        return ""
+    lines = ["### Figures", ""]
+    target_dir = card_dir / "figures"
+    for path in figure_paths:
+        try:
+            relative = path.relative_to(card_dir.resolve())
+        except ValueError:
+            target_dir.mkdir(parents=True, exist_ok=True)
+            target = target_dir / path.name
+            if target.exists() and target.resolve() != path:
+                target = target_dir / f"{path.parent.name}_{path.name}"
+            shutil.copyfile(path, target)
+            relative = target.relative_to(card_dir)
+        caption = re.sub(r"[_-]+", " ", path.stem)
+        lines += [f"![{caption}]({relative.as_posix()})", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ the card
+
+
+def _hub_id_or_none(value) -> str | None:
+    """`value` if it looks like a Hub model id ("owner/name") rather than a local path."""
+    if isinstance(value, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", value) and not Path(value).exists():
+        return value
+    return None
+
+
+def card_metadata(config: CMELTConfig, model_name: str, entries: list[dict], base_model: str | None) -> dict:
+    datasets = [PRETRAINING_DATASET] + [dataset_info(entry["dataset"]).hub_type for entry in entries]
+    metrics = ["roc_auc"] + [METRICS.get(e["metric"]["name"], (e["metric"]["name"],))[0] for e in entries]
+    metadata = {
+        "license": "mit",
+        "library_name": "transformers",
+        "pipeline_tag": HUB_PIPELINE_TAG,
+        "tags": HUB_TAGS,
+        "datasets": list(dict.fromkeys(datasets)),
+        "metrics": list(dict.fromkeys(metrics)),
+    }
+    if base_model:
+        metadata["base_model"] = base_model
+    index = model_index(model_name, entries)
+    if index:
+        metadata["model-index"] = index
+    return metadata
+
+
+def write_model_card(
+    model_folder,
+    results_paths=None,
+    output=None,
+    figures=None,
+    *,
+    model_name: str | None = None,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+    result_model: str | None = None,
+) -> Path:
+    """Write the Hub README.md of a saved C-MELT folder and return its path (see the module docstring).
+
+    results_paths: results files / folders (`train_scripts.evaluation` schema); None = `MODEL_FOLDER/results/`
+        if present. output: default `MODEL_FOLDER/README.md`. figures: extra PNGs to embed.
+    model_name: name in `model-index` (default: the folder name). repo_id: id used in the usage snippets (default:
+        `your-username/<model_name>`). base_model: Hub id of the text tower's source checkpoint; default: taken
+        from `training_summary.json` ("text_encoder_name_or_path") or the text config's `_name_or_path` if that
+        is a Hub id, else left out. result_model: keep only results whose "model" equals this.
+    """
+    folder = Path(model_folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} is not a saved model folder: no config.json")
+    config = CMELTConfig.from_pretrained(folder)
+    output = Path(output) if output is not None else folder / "README.md"
+    model_name = model_name or folder.resolve().name
+    repo_id = repo_id or (model_name if "/" in model_name else f"your-username/{model_name}")
+    summary = load_training_summary(folder)
+
+    if results_paths is None:
+        results_paths = [folder / "results"] if (folder / "results").is_dir() else []
+    results_paths = [Path(path) for path in results_paths]
+    entries = select_results(read_results(results_paths), result_model) if results_paths else []
+
+    if base_model is None:
+        base_model = _hub_id_or_none((summary or {}).get("text_encoder_name_or_path")) or _hub_id_or_none(
+            getattr(config.text_config, "_name_or_path", None)
+        )
+    architecture = next(iter(config.architectures or []), "CMELTForPreTraining")
+    preset = matching_preset(config)
+    warnings = []
+    if is_synthetic(summary):
+        warnings.append(
+            "> **Demo checkpoint trained on synthetic data.** Use it only to test the pipeline end to end. Its "
+            "scores mean nothing for real ECGs."
+        )
+    if preset in ("tiny", "demo"):
+        warnings.append(
+            f"> **Small `{preset}` architecture.** This configuration is meant for tests and CPU demos, not the paper's "
+            "model size."
+        )
+    ecg = config.ecg_config
+    data_sources = sorted({PRETRAINING_DATASET} | {dataset_info(entry["dataset"]).hub_type for entry in entries})
+    source_lines = "\n".join(
+        f"  - [{DATA_SOURCES[key][0]}]({DATA_SOURCES[key][1]})" for key in data_sources if key in DATA_SOURCES
+    )
+    figure_paths = collect_figures(results_paths, [Path(path) for path in figures or []])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    metadata = card_metadata(config, model_name, entries, base_model)
+    fields = {
+        "yaml_header": yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip(),
+        "title": model_name,
+        "warnings": "\n>\n".join(warnings) + "\n" if warnings else "",
+        "repo_id": repo_id,
+        "label_sets": ", ".join(f"`{name}`" for name in load_label_descriptions(folder=folder)),
+        "sampling_rate": ecg.sampling_rate,
+        "seconds": f"{ecg.num_samples / ecg.sampling_rate:g}",
+        "num_samples": ecg.num_samples,
+        "model_details": model_details_section(config, architecture, preset),
+        "parameters": parameters_section(count_parameters(config)),
+        "training": training_section(summary),
+        "evaluation": evaluation_section(entries),
+        "figures": figures_section(figure_paths, output.parent),
+        "data_sources": source_lines,
+        "generated_from": (" and " + ", ".join(f"`{path.name}`" for path in results_paths)) if results_paths else "",
+    }
+    card = string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(fields)
+    output.write_text(card, encoding="utf-8")
+    return output
