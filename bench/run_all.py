@@ -1,6 +1,7 @@
 """Run every benchmark script in bench/ and regenerate BENCHMARKS.md.
 
-    python bench/run_all.py [--full] [--only NAME ...] [--timeout SECONDS] [--results bench/results] [--output BENCHMARKS.md]
+    python bench/run_all.py [--full] [--only NAME ...] [--timeout SECONDS]
+                            [--results bench/results] [--output BENCHMARKS.md]
 
 Each `bench/*.py` except run_all.py, report.py, machine.py (and files starting with "_") runs in its own process
 from the repository root, with `--quick` when its `--help` mentions that flag (unless `--full`). A benchmark that
@@ -116,7 +117,7 @@ def record_failure(results_dir: Path, name: str, command: list[str], returncode:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="run the scripts with their default (long) settings")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (script names without .py)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (names without .py)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per benchmark before it is killed")
     parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="folder the scripts write their JSON to")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="markdown page to regenerate")

@@ -48,11 +48,11 @@ HUB_TASK_TYPES = {
     "linear_probe": "audio-classification",
     "finetune": "audio-classification",
 }
-PROTOCOL_NAMES = {
+PROTOCOL_NAMES = {  # also the order of the evaluation table
     "zero_shot": "zero-shot",
-    "domain_transfer": "zero-shot domain transfer",
     "linear_probe": "linear probe",
     "finetune": "full fine-tune",
+    "domain_transfer": "zero-shot domain transfer",
 }
 # results metric name -> (Hub metric id, readable name); values of these metrics are fractions (shown x 100).
 METRICS = {
@@ -75,7 +75,9 @@ DATA_SOURCES = {
     "cpsc2018": ("CPSC2018", "http://2018.icbeb.org/"),
     "chapman-shaoxing-ningbo": ("Chapman-Shaoxing-Ningbo (CSN)", "https://physionet.org/content/ecg-arrhythmia/1.0.0/"),
     "code-test": ("CODE-test", "https://doi.org/10.5281/zenodo.3625006"),
-    "physionet-challenge-2021": ("PhysioNet/CinC Challenge 2021", "https://physionet.org/content/challenge-2021/1.0.3/"),
+    "physionet-challenge-2021": (
+        "PhysioNet/CinC Challenge 2021", "https://physionet.org/content/challenge-2021/1.0.3/"
+    ),
 }
 PRETRAINING_DATASET = "mimic-iv-ecg"
 EVALUATION_DATASETS = {
@@ -91,13 +93,20 @@ EVALUATION_DATASETS = {
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """Card metadata of a results `dataset` name; "physionet2021_dx" resolves via its "physionet2021" prefix."""
-    key = name if name in EVALUATION_DATASETS else next((k for k in EVALUATION_DATASETS if name.startswith(k)), None)
+    """Card metadata of a results `dataset` name. "physionet2021_id" resolves via its "physionet2021" prefix; a
+    domain-transfer name "source->target" (train_scripts.domain_transfer) is the target dataset."""
+    source, arrow, target = name.rpartition("->")
+    if arrow:
+        info = dataset_info(target)
+        return DatasetInfo(info.hub_type, f"{info.pretty_name} scored with the {source} labels", info.source_url)
+    key = name if name in EVALUATION_DATASETS else next(
+        (k for k in EVALUATION_DATASETS if name.startswith(f"{k}_")), None
+    )
     if key is None:
         return DatasetInfo(name, name, "")
     hub_type, pretty = EVALUATION_DATASETS[key]
     if key != name:
-        pretty = f"{pretty} ({name[len(key):].strip('_') or name})"
+        pretty = f"{pretty} ({name[len(key) + 1:]})"
     return DatasetInfo(hub_type, pretty, DATA_SOURCES[hub_type][1])
 
 
@@ -157,16 +166,13 @@ def paper_result_for(entry: dict) -> PaperResult | None:
 
 
 def setting_text(entry: dict) -> str:
-    """Protocol with its label fraction, leads and (domain transfer) source, e.g. "linear probe, 1 % labels"."""
+    """Protocol with its label fraction, leads and task, e.g. "linear probe, 1 % labels, 12 leads"."""
     parts = [PROTOCOL_NAMES.get(entry["protocol"], entry["protocol"])]
-    source = (entry.get("extra") or {}).get("source_label_set") or (entry.get("extra") or {}).get("source_dataset")
-    if source:
-        parts[0] += f" from {source}"
     if entry.get("label_fraction") is not None:
         parts.append(f"{entry['label_fraction'] * 100:g} % labels")
     leads = _leads_key(entry)
     parts.append("12 leads" if leads is None else f"leads {', '.join(leads)}")
-    if entry["task"] not in ("classification",):
+    if entry["task"] != "classification":
         parts.append(entry["task"].replace("_", " "))
     return ", ".join(parts)
 
@@ -187,12 +193,18 @@ def format_measured(entry: dict) -> str:
 # ------------------------------------------------------------------------------------------ config facts
 
 
+ARCHITECTURES = {cls.__name__: cls for cls in (CMELTModel, CMELTForPreTraining, CMELTForECGClassification)}
+
+
+def saved_architecture(config: CMELTConfig) -> str:
+    """The C-MELT class the folder was saved from (`config.architectures`); CMELTForPreTraining if unrecorded."""
+    return next((name for name in (config.architectures or []) if name in ARCHITECTURES), "CMELTForPreTraining")
+
+
 def count_parameters(config: CMELTConfig) -> dict[str, int]:
     """Parameters per part of the saved architecture, built on the meta device (no memory, no weights)."""
-    classes = {cls.__name__: cls for cls in (CMELTModel, CMELTForPreTraining, CMELTForECGClassification)}
-    architecture = next((name for name in (config.architectures or []) if name in classes), "CMELTForPreTraining")
     with torch.device("meta"):
-        model = classes[architecture](config)
+        model = ARCHITECTURES[saved_architecture(config)](config)
     parts = {
         "ecg_model": "ECG encoder",
         "text_model": "text encoder",
@@ -308,6 +320,32 @@ What the C-MELT paper trained on. These are paper facts, not facts about this ch
   one H100 GPU."""
 
 
+def preprocessing_settings(folder: Path, config: CMELTConfig) -> dict:
+    """The folder's feature-extractor settings (what the pipeline and processor really do), else the ECG config's."""
+    settings = {}
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        path = folder / name
+        if path.is_file():
+            document = json.loads(path.read_text(encoding="utf-8"))
+            settings = document.get("feature_extractor", document) if isinstance(document, dict) else {}
+            break
+    ecg = config.ecg_config
+    rate = settings.get("sampling_rate", ecg.sampling_rate)
+    samples = settings.get("num_samples", ecg.num_samples)
+    normalization = settings.get("normalization", "none")
+    return {
+        "sampling_rate": rate,
+        "num_samples": samples,
+        "seconds": f"{samples / rate:g}",
+        "kept_window": "the middle" if settings.get("length_policy") == "center" else "the start",
+        "normalisation": (
+            "Raw values, with no normalisation and no filtering, the same as in pretraining."
+            if normalization == "none"
+            else f"The feature extractor of this folder normalises each lead (`normalization={normalization!r}`)."
+        ),
+    }
+
+
 def load_training_summary(folder: Path) -> dict | None:
     path = folder / TRAINING_SUMMARY_FILE
     if not path.is_file():
@@ -328,7 +366,8 @@ def training_section(summary: dict | None) -> str:
     if summary is None:
         this = (
             f"The folder has no `{TRAINING_SUMMARY_FILE}`, so this card cannot say what this checkpoint was "
-            "trained on, for how long, or whether it was trained at all. Do not assume it follows the paper recipe below."
+            "trained on, for how long, or whether it was trained at all. Do not assume it follows the paper recipe "
+            "below."
         )
     else:
         rows = "\n".join(
@@ -391,14 +430,19 @@ def evaluation_section(entries: list[dict]) -> str:
     if not entries:
         return (
             "No evaluation results were given for this checkpoint (`python -m model_card FOLDER --results "
-            "RESULTS.json` adds them). Numbers in the C-MELT paper were measured on the paper's own model, not this one."
+            "RESULTS.json` adds them). Numbers in the C-MELT paper were measured on the paper's own model, not this "
+            "one."
         )
     header = (
         "| dataset | setting | split | metric | measured (this model) | paper-reported |\n"
         "|---|---|---|---|---|---|"
     )
     rows, details = [], []
-    for entry in sorted(entries, key=lambda e: (e["protocol"], e["dataset"], e.get("label_fraction") or 1.0)):
+    protocol_order = list(PROTOCOL_NAMES)
+    for entry in sorted(entries, key=lambda e: (
+        protocol_order.index(e["protocol"]) if e["protocol"] in protocol_order else len(protocol_order),
+        e["dataset"], e.get("label_fraction") or 1.0, len(e.get("leads") or CANONICAL_LEAD_NAMES) * -1,
+    )):
         paper = paper_result_for(entry)
         paper_cell = f"{paper.value:g} ({paper.table})" if paper else MISSING
         readable = METRICS.get(entry["metric"]["name"], (None, entry["metric"]["name"]))[1]
@@ -408,7 +452,8 @@ def evaluation_section(entries: list[dict]) -> str:
         )
         if entry["per_class"]:
             per_class = ", ".join(
-                f"{label} {'n/a' if value is None else f'{value * 100:.1f}'}" for label, value in entry["per_class"].items()
+                f"{label} {'n/a' if value is None else f'{value * 100:.1f}'}"
+                for label, value in entry["per_class"].items()
             )
             details.append(f"- {dataset_info(entry['dataset']).pretty_name}, {setting_text(entry)}: {per_class}")
     text = (
@@ -419,8 +464,12 @@ def evaluation_section(entries: list[dict]) -> str:
         "accuracy and the CinC score.\n\n" + header + "\n" + "\n".join(rows)
     )
     if details:
-        text += "\n\n<details><summary>Per-class measured values (× 100)</summary>\n\n" + "\n".join(details) + "\n\n</details>"
-    commands = sorted({" ".join(entry["command"]) for entry in entries if entry.get("command")})
+        text += (
+            "\n\n<details><summary>Per-class measured values (× 100)</summary>\n\n"
+            + "\n".join(details) + "\n\n</details>"
+        )
+    # an entry written from an interactive session records argv ["-"] or ["-c"]: nothing to reproduce
+    commands = sorted({" ".join(entry["command"]) for entry in entries if entry.get("command")} - {"", "-", "-c"})
     if commands:
         text += "\n\nProduced by:\n\n```bash\n" + "\n".join(commands) + "\n```"
     return text
@@ -473,7 +522,7 @@ def _hub_id_or_none(value) -> str | None:
     return None
 
 
-def card_metadata(config: CMELTConfig, model_name: str, entries: list[dict], base_model: str | None) -> dict:
+def card_metadata(model_name: str, entries: list[dict], base_model: str | None) -> dict:
     datasets = [PRETRAINING_DATASET] + [dataset_info(entry["dataset"]).hub_type for entry in entries]
     metrics = ["roc_auc"] + [METRICS.get(e["metric"]["name"], (e["metric"]["name"],))[0] for e in entries]
     metadata = {
@@ -530,7 +579,7 @@ def write_model_card(
         base_model = _hub_id_or_none((summary or {}).get("text_encoder_name_or_path")) or _hub_id_or_none(
             getattr(config.text_config, "_name_or_path", None)
         )
-    architecture = next(iter(config.architectures or []), "CMELTForPreTraining")
+    architecture = saved_architecture(config)
     preset = matching_preset(config)
     warnings = []
     if is_synthetic(summary):
@@ -540,26 +589,23 @@ def write_model_card(
         )
     if preset in ("tiny", "demo"):
         warnings.append(
-            f"> **Small `{preset}` architecture.** This configuration is meant for tests and CPU demos, not the paper's "
-            "model size."
+            f"> **Small `{preset}` architecture.** This configuration is meant for tests and CPU demos, not the "
+            "paper's model size."
         )
-    ecg = config.ecg_config
     data_sources = sorted({PRETRAINING_DATASET} | {dataset_info(entry["dataset"]).hub_type for entry in entries})
     source_lines = "\n".join(
         f"  - [{DATA_SOURCES[key][0]}]({DATA_SOURCES[key][1]})" for key in data_sources if key in DATA_SOURCES
     )
     figure_paths = collect_figures(results_paths, [Path(path) for path in figures or []])
     output.parent.mkdir(parents=True, exist_ok=True)
-    metadata = card_metadata(config, model_name, entries, base_model)
+    metadata = card_metadata(model_name, entries, base_model)
     fields = {
         "yaml_header": yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip(),
         "title": model_name,
         "warnings": "\n>\n".join(warnings) + "\n" if warnings else "",
         "repo_id": repo_id,
         "label_sets": ", ".join(f"`{name}`" for name in load_label_descriptions(folder=folder)),
-        "sampling_rate": ecg.sampling_rate,
-        "seconds": f"{ecg.num_samples / ecg.sampling_rate:g}",
-        "num_samples": ecg.num_samples,
+        **preprocessing_settings(folder, config),
         "model_details": model_details_section(config, architecture, preset),
         "parameters": parameters_section(count_parameters(config)),
         "training": training_section(summary),

@@ -1,0 +1,167 @@
+"""N3S column: our way (unique reports, one search each, map by report_id) vs the naive `datasets` way.
+
+    python bench/n3s.py [--rows 200000] [--unique 45000] [--k 64] [--naive-sample 2000]
+
+Corpus: `--rows` report rows over `--unique` distinct MIMIC-style reports with a Zipf-like skew (every distinct
+report appears once, the remaining rows are drawn with p ~ 1 / rank^1.1). Encoder: a tiny random T5
+(data.text_tower.build_tiny_t5) for the comparison, so the benchmark runs in minutes on 2 cores.
+
+- ours: `add_n3s_column` from an empty cache (embed the unique reports, flat FAISS IP index, search the negated
+  queries, `map` the column over all rows), timed end to end.
+- naive: embed every row's report, `Dataset.add_faiss_index` over all rows, then `get_nearest_examples_batch`
+  with each row's negated embedding. The per-row embedding and the search are timed on `--naive-sample` rows and
+  extrapolated linearly to all rows (said so in the table); building the index is timed in full.
+Also measures the embedding rate of a Flan-T5-small-shaped encoder (d_model 512, 8 layers, 6 heads, d_ff 1024,
+gated-gelu, random init) and extrapolates to 800k rows (naive) and 180k unique reports (ours) of MIMIC-IV-ECG.
+Prints a table and writes bench/results/n3s.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+_RHYTHMS = ["Sinus rhythm", "Sinus bradycardia", "Marked sinus bradycardia", "Sinus tachycardia", "Atrial fibrillation",
+            "Atrial fibrillation with rapid ventricular response", "Atrial flutter with 2:1 A-V conduction",
+            "Sinus rhythm with PVC(s)", "Sinus rhythm with 1st degree A-V block", "Ectopic atrial rhythm",
+            "Junctional rhythm", "Atrial paced rhythm", "Ventricular paced rhythm", "Sinus arrhythmia"]
+_FINDINGS = ["Left axis deviation", "Right axis deviation", "Left bundle branch block", "Right bundle branch block",
+             "Left anterior fascicular block", "Incomplete right bundle branch block", "Left ventricular hypertrophy",
+             "Low QRS voltages in limb leads", "Low QRS voltages in precordial leads", "Poor R wave progression",
+             "Inferior infarct - age undetermined", "Anterior infarct - age undetermined",
+             "Septal infarct - age undetermined", "Lateral ST-T changes may be due to myocardial ischemia",
+             "Inferior ST elevation - probably acute infarct", "Anterior ST elevation - possible acute infarct",
+             "Diffuse ST depression", "Nonspecific T wave abnormality", "Lateral T wave inversion",
+             "Prolonged QT interval", "Possible left atrial abnormality", "Possible right atrial abnormality",
+             "Ventricular premature complex", "Atrial premature complex", "Early repolarization",
+             "Extensive T wave changes may be due to hypertrophy and/or ischemia", "RSR' in V1 or V2",
+             "Abnormal Q waves in inferior leads", "Pulmonary disease pattern", "Consider right ventricular hypertrophy"]
+_SUMMARIES = ["Abnormal ECG", "Borderline ECG", "Normal ECG", "Normal ECG except for rate"]
+
+
+def make_reports(rows: int, unique: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """`rows` texts over `unique` distinct reports (Zipf-like), and their report ids (rank order)."""
+    from modeling_cmelt.processing_cmelt import merge_reports
+
+    rng = np.random.default_rng(seed)
+    texts = ["sinus rhythm normal ecg"]
+    seen = set(texts)
+    while len(texts) < unique:
+        statements = [_RHYTHMS[rng.integers(len(_RHYTHMS))]]
+        statements += list(rng.choice(_FINDINGS, size=rng.integers(1, 6), replace=False))
+        statements.append(_SUMMARIES[rng.integers(len(_SUMMARIES))])
+        if rng.random() < 0.3:
+            statements.append(f"Compared to the previous ECG the rate is {rng.integers(40, 160)} bpm")
+        text = merge_reports(statements)
+        if text not in seen:
+            seen.add(text)
+            texts.append(text)
+    ranks = np.arange(1, unique + 1, dtype=np.float64)
+    weights = ranks ** -1.1
+    extra = rng.choice(unique, size=rows - unique, p=weights / weights.sum())
+    report_ids = np.concatenate([np.arange(unique), extra])
+    rng.shuffle(report_ids)
+    return [texts[i] for i in report_ids], report_ids.tolist()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--unique", type=int, default=45_000)
+    parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--naive-sample", type=int, default=2000)
+    parser.add_argument("--t5-small-sample", type=int, default=1024)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
+
+    from data.n3s import add_n3s_column, embed_reports
+    from data.text_tower import build_tiny_t5
+
+    disable_progress_bar()
+    texts, report_ids = make_reports(args.rows, args.unique)
+    results: dict = {"rows": args.rows, "unique_reports": args.unique, "k": args.k, "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        encoder = str(build_tiny_t5(sorted(set(texts))[:5000], scratch / "tiny_t5", vocab_size=800))
+        dataset = Dataset.from_dict({"report": texts, "report_id": report_ids})
+
+        start = time.perf_counter()
+        with_column = add_n3s_column(dataset, scratch / "cache", encoder, k=args.k)
+        ours = time.perf_counter() - start
+        assert len(with_column[0]["n3s_negatives"]) == args.k
+
+        sample = np.random.default_rng(1).choice(args.rows, size=args.naive_sample, replace=False)
+        start = time.perf_counter()
+        sample_embeddings = embed_reports([texts[i] for i in sample], encoder)
+        naive_embed = (time.perf_counter() - start) * args.rows / args.naive_sample
+        unique_embeddings = np.load(next((scratch / "cache").glob("embeddings-*.npy")))
+        row_embeddings = unique_embeddings[np.asarray(report_ids)]  # identical to embedding each row, already paid above
+        indexed = dataset.add_column("embeddings", list(row_embeddings))
+        start = time.perf_counter()
+        indexed.add_faiss_index(column="embeddings", metric_type=__import__("faiss").METRIC_INNER_PRODUCT)
+        naive_index = time.perf_counter() - start
+        start = time.perf_counter()
+        for chunk in np.array_split(-sample_embeddings, max(1, args.naive_sample // 256)):
+            indexed.get_nearest_examples_batch("embeddings", np.ascontiguousarray(chunk), k=args.k + 1)
+        naive_search = (time.perf_counter() - start) * args.rows / args.naive_sample
+        naive = naive_embed + naive_index + naive_search
+        results.update({
+            "ours_seconds": ours,
+            "naive_seconds_extrapolated": naive,
+            "naive_parts": {"embed_every_row_extrapolated": naive_embed, "add_faiss_index": naive_index,
+                            "get_nearest_examples_batch_extrapolated": naive_search},
+            "naive_sample_rows": args.naive_sample,
+            "speedup": naive / ours,
+        })
+
+        # Flan-T5-small-shaped encoder: embedding rate.
+        from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+        tokenizer = AutoTokenizer.from_pretrained(encoder)
+        small = scratch / "t5_small_shaped"
+        config = T5Config(vocab_size=32128, d_model=512, d_kv=64, num_layers=8, num_heads=6, d_ff=1024,
+                          feed_forward_proj="gated-gelu", is_encoder_decoder=False, pad_token_id=0, eos_token_id=1)
+        T5EncoderModel(config).save_pretrained(small)
+        tokenizer.save_pretrained(small)
+        probe = [texts[i] for i in sample[: args.t5_small_sample]]
+        start = time.perf_counter()
+        embed_reports(probe, str(small), batch_size=256)
+        rate = len(probe) / (time.perf_counter() - start)
+        results["flan_t5_small_shaped"] = {
+            "reports_per_second": rate,
+            "mean_tokens_per_report": float(np.mean([len(tokenizer(text)["input_ids"]) for text in probe])),
+            "extrapolated_minutes_800k_rows_naive": 800_000 / rate / 60,
+            "extrapolated_minutes_180k_unique_ours": 180_000 / rate / 60,
+        }
+
+    print(f"{'method':<48} {'seconds':>10}")
+    print(f"{'ours (add_n3s_column, end to end)':<48} {ours:>10.1f}")
+    print(f"{'naive (extrapolated from ' + str(args.naive_sample) + ' rows)':<48} {naive:>10.1f}")
+    for part, seconds in results["naive_parts"].items():
+        print(f"{'  ' + part:<48} {seconds:>10.1f}")
+    print(f"speed-up: {results['speedup']:.1f}x (goal >= 10x)")
+    small = results["flan_t5_small_shaped"]
+    print(f"Flan-T5-small-shaped encoder: {small['reports_per_second']:.0f} reports/s "
+          f"({small['mean_tokens_per_report']:.0f} tokens each with the tiny tokenizer) -> "
+          f"800k rows {small['extrapolated_minutes_800k_rows_naive']:.0f} min, "
+          f"180k unique {small['extrapolated_minutes_180k_unique_ours']:.0f} min")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "n3s.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""MIMIC-IV-ECG v1.0 -> the pretraining corpus: a `datasets.DatasetDict` (train / validation) on disk.
+
+    python -m data.mimic_iv_ecg ROOT OUT [--num-proc N] [--valid-fraction 0.05] [--seed 0] [--shard-size 2000]
+
+Columns: `study_id`, `subject_id`, `ecg` (int16 uV, canonical lead order; the header's lead names map MIMIC's
+I, II, III, aVR, aVF, aVL order), `lead_mask`, `report` (the record's `report_0..report_17` statements merged and
+cleaned by `merge_reports`), `report_id` (index of the report in the sorted table of unique reports of the whole
+corpus, so the same text has the same id in every split and shard).
+
+Dropped records, counted by reason (printed and written to OUT/skipped.json): no report (no machine-measurements
+row, or every statement empty), unreadable file (missing, truncated, corrupt), NaN/inf samples (MIMIC marks
+missing samples with the WFDB invalid value; such records are dropped, not repaired), unusable signal (rejected
+by the feature extractor, e.g. too short), flat signal (no lead with any amplitude).
+
+The split is by patient: a seeded random `valid_fraction` of subjects goes to validation, so no subject is in both.
+The work is done in shards of `shard_size` records, each written atomically (a temporary directory renamed into
+OUT/shards/), so an interrupted run redoes only the shards that were not finished. The final split directories
+hard-link the shards' Arrow files (no second copy of ~95 GB) and are loadable with `datasets.load_from_disk(OUT)`.
+
+`CMELTMIMICLazyDataset` gives the same rows straight from the WFDB files for users who do not convert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, encode_ecg
+
+SPLITS = ("train", "validation")
+REPORT_COLUMNS = tuple(f"report_{slot}" for slot in range(18))
+SKIP_NO_REPORT = "no report"
+SKIP_UNREADABLE = "unreadable file"
+SKIP_NON_FINITE = "NaN/inf samples"
+SKIP_UNUSABLE = "unusable signal"
+SKIP_FLAT = "flat signal (no lead recorded)"
+
+
+def corpus_features():
+    from datasets import Features, Value
+
+    return Features({
+        "study_id": Value("int64"),
+        "subject_id": Value("int64"),
+        "ecg": ECG_FEATURE,
+        "lead_mask": LEAD_MASK_FEATURE,
+        "report": Value("string"),
+        "report_id": Value("int64"),
+    })
+
+
+def load_mimic_index(root: str | os.PathLike):
+    """All records of a MIMIC-IV-ECG root as a pandas DataFrame sorted by (subject_id, study_id), with columns
+    subject_id, study_id, path (relative, no extension), report (merged, cleaned; "" when none) and report_id
+    (-1 when the report is empty)."""
+    import pandas as pd
+
+    from modeling_cmelt.processing_cmelt import merge_reports
+
+    root = Path(root)
+    for name in ("record_list.csv", "machine_measurements.csv"):
+        if not (root / name).is_file():
+            raise FileNotFoundError(f"{root / name} not found: expected a MIMIC-IV-ECG v1.0 root (record_list.csv, "
+                                    "machine_measurements.csv, files/)")
+    records = pd.read_csv(root / "record_list.csv", usecols=["subject_id", "study_id", "path"],
+                          dtype={"subject_id": "int64", "study_id": "int64", "path": str})
+    measurements = pd.read_csv(root / "machine_measurements.csv", usecols=["study_id", *REPORT_COLUMNS],
+                               dtype=str, keep_default_na=False)
+    measurements["study_id"] = measurements["study_id"].astype("int64")
+    measurements = measurements.drop_duplicates("study_id")
+    reports = [merge_reports(list(row)) for row in measurements[list(REPORT_COLUMNS)].itertuples(index=False)]
+    report_by_study = pd.Series(reports, index=measurements["study_id"].to_numpy())
+    records["report"] = report_by_study.reindex(records["study_id"].to_numpy()).fillna("").to_numpy()
+    records = records.sort_values(["subject_id", "study_id"], kind="stable").reset_index(drop=True)
+    unique_reports = np.array(sorted(set(records["report"]) - {""}), dtype=object)
+    ids = np.searchsorted(unique_reports, records["report"].to_numpy()) if len(unique_reports) else np.zeros(len(records), int)
+    records["report_id"] = np.where(records["report"].to_numpy() == "", -1, ids).astype(np.int64)
+    return records
+
+
+def validation_subjects(subject_ids, valid_fraction: float, seed: int) -> set[int]:
+    """A seeded random `valid_fraction` of the distinct subjects (at least one when the fraction is > 0 and there
+    are two or more subjects)."""
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    subjects = np.unique(np.asarray(subject_ids, dtype=np.int64))
+    count = int(round(valid_fraction * len(subjects)))
+    if valid_fraction > 0 and len(subjects) >= 2:
+        count = min(max(count, 1), len(subjects) - 1)
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    return set(int(subject) for subject in subjects[order[:count]])
+
+
+def convert_record(root: Path, path: str, report: str, feature_extractor) -> tuple[dict | None, str | None]:
+    """(columns of one record, None) or (None, skip reason)."""
+    from modeling_cmelt.reading_cmelt import CMELTReadError, read_ecg
+
+    if not report:
+        return None, SKIP_NO_REPORT
+    try:
+        recording = read_ecg(root / path)
+    except (CMELTReadError, OSError, EOFError, ValueError):
+        return None, SKIP_UNREADABLE
+    if recording.signal.size == 0:
+        return None, SKIP_UNREADABLE
+    if not np.isfinite(recording.signal).all():
+        return None, SKIP_NON_FINITE
+    try:
+        canonical = feature_extractor.to_canonical(recording.signal, recording.sampling_rate,
+                                                   lead_names=recording.lead_names)
+    except ValueError:
+        return None, SKIP_UNUSABLE
+    if not canonical.lead_mask.any():
+        return None, SKIP_FLAT
+    return {"ecg": encode_ecg(canonical.values), "lead_mask": canonical.lead_mask}, None
+
+
+def _quiet_feature_extractor():
+    import warnings
+
+    from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
+
+    warnings.filterwarnings("ignore", module="modeling_cmelt")
+    return CMELTFeatureExtractor()
+
+
+def _convert_shard(task: tuple[str, str, str, list[tuple]]) -> tuple[str, int, dict]:
+    """Convert one shard's records and write the shard atomically (tmp dir, then rename)."""
+    from datasets import Dataset
+
+    root, shards_dir, name, rows = task
+    root, shards_dir = Path(root), Path(shards_dir)
+    feature_extractor = _quiet_feature_extractor()
+    skips = SkipLog()
+    columns = {key: [] for key in ("study_id", "subject_id", "ecg", "lead_mask", "report", "report_id")}
+    for subject_id, study_id, path, report, report_id in rows:
+        converted, reason = convert_record(root, path, report, feature_extractor)
+        if converted is None:
+            skips.skip(str(study_id), reason)
+            continue
+        columns["study_id"].append(int(study_id))
+        columns["subject_id"].append(int(subject_id))
+        columns["ecg"].append(converted["ecg"])
+        columns["lead_mask"].append(converted["lead_mask"].tolist())
+        columns["report"].append(report)
+        columns["report_id"].append(int(report_id))
+    temporary = shards_dir / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    shard = Dataset.from_dict(columns, features=corpus_features())
+    if len(shard):
+        shard.save_to_disk(str(temporary), num_shards=1)
+    else:  # every record of the shard was dropped
+        _save_empty(temporary, shard)
+    (temporary / "skipped.json").write_text(json.dumps({"counts": dict(skips.counts), "examples": skips.examples}))
+    os.replace(temporary, shards_dir / name)
+    return name, len(columns["study_id"]), {"counts": dict(skips.counts), "examples": skips.examples}
+
+
+def _shard_plan(index, valid_fraction: float, seed: int, shard_size: int) -> dict[str, list[tuple[str, list[tuple]]]]:
+    in_validation = index["subject_id"].isin(validation_subjects(index["subject_id"], valid_fraction, seed)).to_numpy()
+    plan = {}
+    for split, mask in (("train", ~in_validation), ("validation", in_validation)):
+        rows = list(index.loc[mask, ["subject_id", "study_id", "path", "report", "report_id"]].itertuples(index=False, name=None))
+        plan[split] = [(f"{split}-{start // shard_size:05d}", rows[start : start + shard_size])
+                       for start in range(0, len(rows), shard_size)]
+    return plan
+
+
+def _plan_fingerprint(plan) -> str:
+    digest = hashlib.sha256()
+    for split, shards in plan.items():
+        for name, rows in shards:
+            digest.update(f"{split}/{name}:{','.join(str(row[1]) for row in rows)};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _assemble_split(out: Path, split: str, shard_dirs: list[Path]) -> None:
+    """OUT/<split> as a `save_to_disk` directory whose Arrow files are hard links to the shards' files."""
+    from datasets import Dataset
+
+    target = out / split
+    shutil.rmtree(target, ignore_errors=True)
+    if not shard_dirs:
+        _save_empty(target, Dataset.from_dict({key: [] for key in corpus_features()}, features=corpus_features()))
+        return
+    target.mkdir(parents=True)
+    data_files, digest = [], hashlib.sha256()
+    for number, shard in enumerate(shard_dirs):
+        state = json.loads((shard / "state.json").read_text())
+        for entry in state["_data_files"]:
+            filename = f"data-{len(data_files):05d}-of-{len(shard_dirs):05d}.arrow"
+            try:
+                os.link(shard / entry["filename"], target / filename)
+            except OSError:  # another file system: copy
+                shutil.copyfile(shard / entry["filename"], target / filename)
+            data_files.append({"filename": filename})
+        digest.update(state["_fingerprint"].encode())
+    state = json.loads((shard_dirs[0] / "state.json").read_text())
+    state.update({"_data_files": data_files, "_fingerprint": digest.hexdigest()[:16], "_split": split})
+    (target / "state.json").write_text(json.dumps(state, indent=2))
+    shutil.copyfile(shard_dirs[0] / "dataset_info.json", target / "dataset_info.json")
+
+
+def _save_empty(target: Path, empty) -> None:
+    """save_to_disk of a 0-row dataset writes no Arrow file and cannot be loaded back (datasets 5.2): write one."""
+    import pyarrow as pa
+
+    empty.save_to_disk(str(target))
+    filename = "data-00000-of-00001.arrow"
+    with pa.OSFile(str(target / filename), "wb") as sink, pa.ipc.new_stream(sink, empty.data.table.schema) as writer:
+        writer.write_table(empty.data.table)
+    state = json.loads((target / "state.json").read_text())
+    state["_data_files"] = [{"filename": filename}]
+    (target / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def convert_mimic_iv_ecg(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    num_proc: int = 1,
+    valid_fraction: float = 0.05,
+    seed: int = 0,
+    shard_size: int = 2000,
+):
+    """Convert (or resume converting) a MIMIC-IV-ECG root into OUT; returns the loaded `DatasetDict`."""
+    from datasets import load_from_disk
+    from tqdm.auto import tqdm
+
+    root, out = Path(root), Path(out)
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    index = load_mimic_index(root)
+    plan = _shard_plan(index, valid_fraction, seed, shard_size)
+    fingerprint = _plan_fingerprint(plan)
+    shards_dir = out / "shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    plan_file = out / "plan.json"
+    if plan_file.is_file() and json.loads(plan_file.read_text()).get("fingerprint") != fingerprint:
+        raise ValueError(f"{out} holds shards of a different conversion (other root, split or shard size); "
+                         "use a new OUT directory or delete it")
+    plan_file.write_text(json.dumps({"fingerprint": fingerprint, "root": str(root), "valid_fraction": valid_fraction,
+                                     "seed": seed, "shard_size": shard_size}, indent=2))
+    for stale in shards_dir.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tasks = [(str(root), str(shards_dir), name, rows) for shards in plan.values() for name, rows in shards
+             if not (shards_dir / name / "state.json").is_file()]
+    done = sum(len(shards) for shards in plan.values()) - len(tasks)
+    print(f"{len(index)} records, {sum(len(s) for s in plan.values())} shards ({done} already done, {len(tasks)} to do)")
+    progress = tqdm(total=sum(len(task[3]) for task in tasks), unit="ecg", desc="converting")
+    if num_proc > 1 and len(tasks) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(min(num_proc, len(tasks))) as pool:
+            sizes = {task[2]: len(task[3]) for task in tasks}
+            for name, _, _ in pool.imap_unordered(_convert_shard, tasks):
+                progress.update(sizes[name])
+    else:
+        for task in tasks:
+            _convert_shard(task)
+            progress.update(len(task[3]))
+    progress.close()
+
+    skips = SkipLog()
+    for split, shards in plan.items():
+        shard_dirs = [shards_dir / name for name, _ in shards]
+        for shard in shard_dirs:
+            saved = json.loads((shard / "skipped.json").read_text())
+            part = SkipLog()
+            part.counts.update(saved["counts"])
+            part.examples = saved["examples"]
+            skips.merge(part)
+        _assemble_split(out, split, shard_dirs)
+    (out / "dataset_dict.json").write_text(json.dumps({"splits": list(SPLITS)}))
+    skips.report("MIMIC-IV-ECG conversion", out / "skipped.json")
+    dataset = load_from_disk(str(out))
+    print({split: len(dataset[split]) for split in dataset}, f"-> {out}")
+    return dataset
+
+
+class CMELTMIMICLazyDataset:
+    """MIMIC-IV-ECG read on the fly (no conversion): item i is the same dict as a converted row
+    (`study_id`, `subject_id`, `ecg` int16 uV (12, 5000), `lead_mask`, `report`, `report_id`), or None when the
+    record would have been dropped (the pretraining collator skips None rows and counts them).
+
+    Args:
+        root: the MIMIC-IV-ECG root.
+        split: "train", "validation" or None (all records).
+        valid_fraction, seed: the same patient split as the converter with the same arguments.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str | None = None, valid_fraction: float = 0.05, seed: int = 0):
+        if split not in (None, *SPLITS):
+            raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+        self.root = Path(root)
+        index = load_mimic_index(self.root)
+        if split is not None:
+            in_validation = index["subject_id"].isin(validation_subjects(index["subject_id"], valid_fraction, seed))
+            index = index[in_validation if split == "validation" else ~in_validation].reset_index(drop=True)
+        self.index = index
+        self.skips = SkipLog()
+        self._feature_extractor = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> dict | None:
+        if self._feature_extractor is None:
+            self._feature_extractor = _quiet_feature_extractor()
+        row = self.index.iloc[int(item)]
+        converted, reason = convert_record(self.root, row["path"], row["report"], self._feature_extractor)
+        if converted is None:
+            self.skips.skip(str(row["study_id"]), reason)
+            return None
+        return {"study_id": int(row["study_id"]), "subject_id": int(row["subject_id"]), **converted,
+                "report": row["report"], "report_id": int(row["report_id"])}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", help="MIMIC-IV-ECG v1.0 root (record_list.csv, machine_measurements.csv, files/)")
+    parser.add_argument("out", help="output directory (DatasetDict; shards/ inside make the run resumable)")
+    parser.add_argument("--num-proc", type=int, default=1, help="worker processes")
+    parser.add_argument("--valid-fraction", type=float, default=0.05, help="fraction of subjects in validation")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the patient split")
+    parser.add_argument("--shard-size", type=int, default=2000, help="records per resumable shard")
+    args = parser.parse_args(argv)
+    convert_mimic_iv_ecg(args.root, args.out, num_proc=args.num_proc, valid_fraction=args.valid_fraction,
+                         seed=args.seed, shard_size=args.shard_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""Full fine-tuning (paper Tab. 1) with the Hugging Face `Trainer`, on 12 leads or a reduced lead set.
+
+    python -m train_scripts.finetune --model MODEL --dataset physionet2021 --root PN2021 --output_dir runs/ft \
+        --leads P-3 --epochs 100 --train_batch_size 256            # Dx: lr 5e-5, CinC 2021 challenge score
+    python -m train_scripts.finetune --model MODEL --dataset physionet2021_id --root PN2021 --output_dir runs/ft \
+        --leads 12                                                  # patient identification: lr 1e-4, accuracy
+
+Lead sets: 12; P-6 = I II III aVR aVL aVF; P-3 = I II V2; P-2 = I II; P-1 = I. The other leads are zero-padded
+**and** marked absent in `lead_mask`, in training and in evaluation.
+
+Metric (also the checkpoint-selection metric on validation): the CinC 2021 challenge score (sigmoid > 0.5) for
+PhysioNet 2021 Dx; macro AUROC for the other multi-label datasets; for patient identification (rows with
+`identity` and `role`, see data.physionet2021) the model is trained as a single-label classifier over the training
+identities, and evaluated by matching each `probe` segment to the `gallery` segments of the split by cosine
+similarity of the encoder's pooled features (top-1 accuracy = the nearest gallery segment is the same identity).
+The test split is scored with the checkpoint of best validation metric (`load_best_model_at_end`).
+Optional LoRA (`--lora_rank R`): adapters on the ECG attention projections q_proj / v_proj, the head trained fully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainingArguments
+
+from data.ecg_store import decode_ecg
+from train_scripts.datasets_registry import (
+    CLASSIFICATION,
+    IDENTIFICATION,
+    add_dataset_arguments,
+    add_model_arguments,
+    data_from_args,
+    require_split,
+)
+from train_scripts.evaluation import CANONICAL_LEAD_NAMES, load_metric, write_results
+from train_scripts.linear_probe import encoder_features, labels_of
+from train_scripts.zero_shot import save_evaluation_figures
+
+LEAD_SETS: dict[str, tuple[str, ...]] = {
+    "12": CANONICAL_LEAD_NAMES,
+    "P-6": ("I", "II", "III", "aVR", "aVL", "aVF"),
+    "P-3": ("I", "II", "V2"),
+    "P-2": ("I", "II"),
+    "P-1": ("I",),
+}
+LEARNING_RATES = {CLASSIFICATION: 5e-5, IDENTIFICATION: 1e-4}
+CINC_LABEL_SET = "physionet2021"
+SIGMOID_THRESHOLD = 0.5
+
+
+def lead_keep_mask(lead_set: str) -> np.ndarray:
+    """(12,) bool, True for the leads of `lead_set` (canonical order)."""
+    if lead_set not in LEAD_SETS:
+        raise ValueError(f"unknown lead set {lead_set!r}; expected one of {list(LEAD_SETS)}")
+    return np.array([lead in LEAD_SETS[lead_set] for lead in CANONICAL_LEAD_NAMES])
+
+
+def apply_lead_subset(input_values: torch.Tensor, lead_mask: torch.Tensor, keep: np.ndarray | torch.Tensor):
+    """Zero the leads outside `keep` ((12,) bool) and mark them absent: returns (input_values, lead_mask)."""
+    keep = torch.as_tensor(np.asarray(keep, dtype=bool), device=input_values.device)
+    if keep.shape != (input_values.shape[-2],):
+        raise ValueError(f"keep must be ({input_values.shape[-2]},) bool, got shape {tuple(keep.shape)}")
+    return input_values * keep[:, None].to(input_values.dtype), lead_mask.bool() & keep
+
+
+class CMELTFinetuneCollator:
+    """Rows (`ecg` int16 uV, `lead_mask`, label column) -> `input_values` mV, `lead_mask`, `labels`, with the lead
+    subset applied. `label_column`: "labels" (multi-hot float) or "identity" (class index)."""
+
+    def __init__(self, keep: np.ndarray, label_column: str = "labels"):
+        self.keep = np.asarray(keep, dtype=bool)
+        self.label_column = label_column
+
+    def __call__(self, rows: list[dict]) -> dict:
+        input_values = torch.from_numpy(decode_ecg(np.stack([np.asarray(row["ecg"]) for row in rows])))
+        lead_mask = torch.from_numpy(np.stack([np.asarray(row["lead_mask"], dtype=bool) for row in rows]))
+        input_values, lead_mask = apply_lead_subset(input_values, lead_mask, self.keep)
+        batch = {"input_values": input_values, "lead_mask": lead_mask}
+        if self.label_column == "labels":
+            batch["labels"] = torch.from_numpy(np.stack([np.asarray(row["labels"], dtype=np.float32) for row in rows]))
+        else:
+            batch["labels"] = torch.tensor([int(row[self.label_column]) for row in rows], dtype=torch.long)
+        return batch
+
+
+def classification_metrics(logits: np.ndarray, references: np.ndarray, codes: list[str], label_set: str | None) -> dict:
+    """{"macro_auroc", "per_class_auroc"} and, for PhysioNet 2021 Dx, "challenge_score" (sigmoid > 0.5)."""
+    scores = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    auroc = load_metric("macro_auroc").compute(references=references, predictions=scores, label_names=codes)
+    result = {"macro_auroc": auroc["macro_auroc"], "per_class_auroc": auroc["per_class"], "scores": scores}
+    if label_set == CINC_LABEL_SET:
+        cinc = load_metric("cinc2021_challenge_score").compute(
+            references=references, predictions=(scores > SIGMOID_THRESHOLD).astype(np.float64), label_names=codes
+        )
+        result["challenge_score"] = cinc["challenge_score"]
+    return result
+
+
+def _classification_model(model):
+    """The `CMELTForECGClassification` inside a Trainer / PEFT wrapper."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def identification_accuracy(model, dataset, keep: np.ndarray, batch_size: int = 64, progress: bool = False) -> dict:
+    """Gallery / probe matching on the encoder's pooled features (cosine); top-1 and top-5 accuracy."""
+    roles = np.asarray(dataset["role"])
+    identities = np.asarray(dataset["identity"])
+    gallery_rows, probe_rows = np.flatnonzero(roles == "gallery"), np.flatnonzero(roles == "probe")
+    if len(gallery_rows) == 0 or len(probe_rows) == 0:
+        raise ValueError(f"identification split needs 'gallery' and 'probe' rows; roles found: {sorted(set(roles.tolist()))}")
+    gallery_identities = identities[gallery_rows].tolist()
+    matched = np.array([identity in gallery_identities for identity in identities[probe_rows]])
+    probe_rows = probe_rows[matched]
+    if len(probe_rows) == 0:
+        raise ValueError("no probe identity has a gallery segment")
+    features = encoder_features(
+        _classification_model(model), dataset, batch_size, progress, functools.partial(apply_lead_subset, keep=keep)
+    )
+    features = torch.nn.functional.normalize(features, dim=-1)
+    similarity = (features[probe_rows] @ features[gallery_rows].t()).numpy()
+    references = np.array([gallery_identities.index(identity) for identity in identities[probe_rows]])
+    top_k = min(5, len(gallery_rows))
+    result = load_metric("accuracy").compute(predictions=similarity, references=references, top_k=top_k)
+    return {"accuracy": result["accuracy"], f"top_{top_k}_accuracy": result[f"top_{top_k}_accuracy"],
+            "probes": int(len(probe_rows)), "probes_without_gallery": int((~matched).sum()),
+            "gallery": int(len(gallery_rows))}
+
+
+class CMELTIdentificationTrainer(Trainer):
+    """`Trainer` whose evaluation is gallery / probe matching (the eval split's identities are unseen in training)."""
+
+    def __init__(self, *args, keep: np.ndarray, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.keep = keep
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        result = identification_accuracy(self.model, dataset, self.keep, self.args.per_device_eval_batch_size)
+        metrics = {f"{metric_key_prefix}_{key}": value for key, value in result.items()}
+        if self.state.epoch is not None:
+            metrics["epoch"] = self.state.epoch
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def add_lora(model, rank: int):
+    """LoRA adapters (rank `rank`, alpha 2 * rank) on the ECG attention q_proj / v_proj; the head stays trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    if rank < 1:
+        raise ValueError(f"--lora_rank must be a positive rank, got {rank}")
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                        modules_to_save=["classifier"])
+    return get_peft_model(model, config)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
+    add_dataset_arguments(parser)
+    parser.add_argument("--leads", default="12", help=f"lead set: {', '.join(LEAD_SETS)}")
+    parser.add_argument("--epochs", type=float, default=100.0, help="paper: 100")
+    parser.add_argument("--train_batch_size", type=int, default=256, help="per device (paper: 256)")
+    parser.add_argument("--learning_rate", type=float, default=None, help="default 5e-5 (Dx) / 1e-4 (identification)")
+    parser.add_argument("--weight_decay", type=float, default=0.0)
+    parser.add_argument("--lora_rank", type=int, default=None, help="train LoRA adapters of this rank instead of all weights")
+    parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    parser.add_argument("--save_model", action="store_true", help="save the best model (LoRA merged) to output_dir/model")
+    args = parser.parse_args(argv)
+    lead_keep_mask(args.leads)  # fail before loading anything
+    if args.epochs <= 0:
+        raise ValueError(f"--epochs must be positive, got {args.epochs}")
+    if args.lora_rank is not None and args.lora_rank < 1:
+        raise ValueError(f"--lora_rank must be a positive rank, got {args.lora_rank}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from modeling_cmelt import CMELTForECGClassification
+
+    args = parse_args(argv)
+    keep = lead_keep_mask(args.leads)
+    data = data_from_args(args)
+    splits = {split: require_split(data, split) for split in ("train", "validation", "test")}
+    identification = data.task == IDENTIFICATION
+    columns = ["ecg", "lead_mask", "identity", "role"] if identification else ["ecg", "lead_mask", "labels"]
+    if identification:
+        train = splits["train"].filter(lambda role: role == "train", input_columns="role")
+        num_labels = int(max(train["identity"])) + 1 if len(train) else 0
+        model_kwargs = {"num_labels": num_labels, "problem_type": "single_label_classification"}
+        metric_name = "accuracy"
+    else:
+        train = splits["train"]
+        model_kwargs = {
+            "num_labels": len(data.codes), "problem_type": "multi_label_classification",
+            "id2label": dict(enumerate(data.codes)), "label2id": {code: i for i, code in enumerate(data.codes)},
+        }
+        metric_name = "challenge_score" if data.label_set == CINC_LABEL_SET else "macro_auroc"
+    if len(train) == 0:
+        raise ValueError(f"dataset {data.name!r} has no training rows")
+
+    torch.manual_seed(args.seed)
+    model = CMELTForECGClassification.from_pretrained(args.model, **model_kwargs)
+    total_parameters = sum(p.numel() for p in model.parameters())
+    if args.lora_rank is not None:
+        model = add_lora(model, args.lora_rank)
+    trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    output_dir = Path(args.output_dir)
+    learning_rate = args.learning_rate if args.learning_rate is not None else LEARNING_RATES[data.task]
+    training_args = TrainingArguments(
+        output_dir=str(output_dir / "checkpoints" / f"{data.name}_{args.leads}"),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.train_batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        learning_rate=learning_rate,
+        weight_decay=args.weight_decay,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric_name,
+        greater_is_better=True,
+        remove_unused_columns=False,
+        seed=args.seed,
+        data_seed=args.seed,
+        report_to="none",
+        disable_tqdm=args.no_progress,
+        dataloader_num_workers=args.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=args.device == "cpu",
+    )
+    collator = CMELTFinetuneCollator(keep, "identity" if identification else "labels")
+
+    if identification:
+        trainer = CMELTIdentificationTrainer(
+            model=model, args=training_args, train_dataset=train.with_format("numpy", columns=columns),
+            eval_dataset=splits["validation"], data_collator=collator, keep=keep,
+        )
+    else:
+        def compute_metrics(prediction) -> dict:
+            result = classification_metrics(prediction.predictions, prediction.label_ids, data.codes, data.label_set)
+            return {key: value for key, value in result.items() if key in ("macro_auroc", "challenge_score")}
+
+        trainer = Trainer(
+            model=model, args=training_args, train_dataset=train.with_format("numpy", columns=columns),
+            eval_dataset=splits["validation"].with_format("numpy", columns=columns), data_collator=collator,
+            compute_metrics=compute_metrics,
+        )
+    trainer.train()
+    best_checkpoint = trainer.state.best_model_checkpoint
+    best_validation = trainer.state.best_metric
+
+    test = splits["test"]
+    classifier = _classification_model(trainer.model)
+    progress = not args.no_progress
+    figures: dict = {}
+    if identification:
+        result = identification_accuracy(trainer.model, test, keep, args.batch_size, progress)
+        value, per_class = result["accuracy"], {}
+        extra_metrics = {key: val for key, val in result.items() if key != "accuracy"}
+        if not args.no_figures:
+            figures = save_evaluation_figures(output_dir, f"finetune_{data.name}_{args.leads}", test, [], seed=args.seed,
+                                              lead_mask_override=keep)
+    else:
+        prediction = trainer.predict(test.with_format("numpy", columns=columns))
+        result = classification_metrics(prediction.predictions, labels_of(test), data.codes, data.label_set)
+        value = result[metric_name]
+        per_class = result["per_class_auroc"] if metric_name == "macro_auroc" else {}
+        extra_metrics = {"macro_auroc": result["macro_auroc"]}
+        if metric_name != "macro_auroc":
+            extra_metrics["per_class_auroc"] = result["per_class_auroc"]
+        if not args.no_figures:
+            embeddings = encoder_features(
+                classifier, test, args.batch_size, progress, functools.partial(apply_lead_subset, keep=keep)
+            ).numpy()
+            figures = save_evaluation_figures(
+                output_dir, f"finetune_{data.name}_{args.leads}", test, data.codes, result["scores"], labels_of(test),
+                embeddings, args.seed, lead_mask_override=keep,
+            )
+    if args.save_model:
+        saved = trainer.model.merge_and_unload() if args.lora_rank is not None else trainer.model
+        saved.save_pretrained(output_dir / "model")
+
+    entry = write_results(
+        output_dir / "results.json",
+        model=args.model_name or str(args.model),
+        dataset=data.name,
+        task=data.task,
+        protocol="finetune",
+        metric_name=metric_name,
+        value=value,
+        per_class=per_class,
+        leads=list(LEAD_SETS[args.leads]),
+        extra={
+            "lead_set": args.leads,
+            "selection": f"test scored with the checkpoint of best validation {metric_name} (load_best_model_at_end)",
+            "best_checkpoint": best_checkpoint,
+            "best_validation_metric": best_validation,
+            "epochs": args.epochs,
+            "learning_rate": learning_rate,
+            "train_batch_size": args.train_batch_size,
+            "seed": args.seed,
+            "lora_rank": args.lora_rank,
+            "trainable_parameters": trainable_parameters,
+            "total_parameters": total_parameters,
+            "threshold": SIGMOID_THRESHOLD if metric_name == "challenge_score" else None,
+            "label_set": data.label_set,
+            **extra_metrics,
+            "figures": figures,
+        },
+    )
+    shown = f"{value:.4f}" if value is not None and math.isfinite(value) else "n/a"
+    print(f"fine-tune {data.name} leads {args.leads}: test {metric_name} {shown} (best checkpoint {best_checkpoint})")
+    print(f"results written to {output_dir / 'results.json'}")
+    return entry
+
+
+if __name__ == "__main__":
+    main()
