@@ -32,7 +32,9 @@ from data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
+from model_card.generate import write_model_card
 from train_scripts.evaluation import write_results
+from train_scripts.figures import plot_ecg_12lead, plot_embedding_tsne, plot_roc_curves
 from train_scripts.pretrain import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
 from train_scripts.zero_shot import ecg_embeddings, evaluate_zero_shot
 
@@ -65,7 +67,7 @@ def prepare_corpus(args: argparse.Namespace, out: Path) -> tuple[DatasetDict, Re
         write_mimic_tree(root, num_subjects=args.num_subjects, seed=args.seed)
     corpus_dir = out / "corpus"
     print(f"[2/5] converting {root} -> {corpus_dir}")
-    corpus = convert_mimic_iv_ecg(root, corpus_dir, num_proc=args.num_proc, seed=args.seed)
+    corpus = convert_mimic_iv_ecg(root, corpus_dir, num_proc=args.num_proc, valid_fraction=0.1, seed=args.seed)
     text_dir = out / "text-tower"
     if not (text_dir / "config.json").is_file():
         print(f"[3/5] building a small T5 tokenizer and encoder from the reports: {text_dir}")
@@ -111,6 +113,7 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
         save_total_limit=2,
         seed=args.seed,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         report_to="tensorboard",
         disable_tqdm=False,
     )
@@ -165,6 +168,28 @@ def linear_probe_auc(model, dataset, seed: int = 0) -> float:
     return float(np.mean(aucs))
 
 
+def write_figures(result: dict, evaluation_set) -> list[Path]:
+    """ROC curves per label, a t-SNE of the held-out ECG embeddings, and one ECG with its top labels."""
+    folder = result["model_dir"] / "figures"
+    labels = np.asarray(evaluation_set.with_format("numpy")["labels"])
+    scores = result["zero_shot"]["scores"]
+    embeddings = ecg_embeddings(result["model"], evaluation_set, progress=False).numpy()
+    example = int(np.argmax(labels[:, list(DEMO_LABELS).index("AFIB")]))
+    top = np.argsort(-scores[example])[:3]
+    values = evaluation_set.with_format("numpy")[example]["ecg"].astype(np.float32) / 1000.0
+    return [
+        plot_roc_curves(labels, scores, list(DEMO_LABELS), folder / "roc_curves.png"),
+        plot_embedding_tsne(embeddings, labels, list(DEMO_LABELS), folder / "tsne_ecg_embeddings.png"),
+        plot_ecg_12lead(
+            values,
+            folder / "example_ecg.png",
+            title="held-out demo ECG (true labels: "
+            + ", ".join(label for label, on in zip(DEMO_LABELS, labels[example]) if on) + ")",
+            predictions=[(DEMO_LABELS[i], float(scores[example, i])) for i in top],
+        ),
+    ]
+
+
 def print_table(result: dict) -> None:
     per_class = result["zero_shot"]["per_class"]
     print(f"\nheld-out zero-shot AUC per label ({result['name']}):")
@@ -217,6 +242,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 },
                 indent=2,
             )
+        )
+        write_model_card(
+            result["model_dir"],
+            results_paths=[result["model_dir"] / "results.json"],
+            figures=write_figures(result, evaluation_set),
+            model_name="C-MELT demo" + ("" if name == "C-MELT" else f" ({name})"),
+            repo_id="your-username/cmelt-demo",
         )
         results.append(result)
     if args.ablation:

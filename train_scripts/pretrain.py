@@ -225,14 +225,16 @@ def pretrain(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """With a corpus (`--dataset_path ...` or a JSON/YAML file): pretrain on it. Without: the embedded demo,
+    which takes its own flags (see train_scripts/demo.py)."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("--demo", "demo") or all(a.startswith("--demo") for a in argv):
+    has_config_file = len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml"))
+    if not has_config_file and not any(arg.split("=")[0] == "--dataset_path" for arg in argv):
         from train_scripts.demo import main as demo_main
 
-        demo_main([a for a in argv if a not in ("--demo", "demo")])
+        demo_main(argv)
         return
     model_args, data_args, training_args = parse_arguments(argv)
-    torch.backends.cuda.matmul.allow_tf32 = True
     pretrain(model_args, data_args, training_args)
 
 
