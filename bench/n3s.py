@@ -101,6 +101,12 @@ def main() -> None:
         with_column = add_n3s_column(dataset, scratch / "cache", encoder, k=args.k)
         ours = time.perf_counter() - start
         assert len(with_column[0]["n3s_negatives"]) == args.k
+        for stale in [*(scratch / "cache").glob("index-*"), *(scratch / "cache").glob("neighbours-*"),
+                      *(scratch / "cache").glob("column-*")]:
+            stale.unlink()  # keep only the embeddings: the rerun times index + search + column alone
+        start = time.perf_counter()
+        add_n3s_column(dataset, scratch / "cache", encoder, k=args.k)
+        ours_rest = time.perf_counter() - start
 
         sample = np.random.default_rng(1).choice(args.rows, size=args.naive_sample, replace=False)
         start = time.perf_counter()
@@ -124,6 +130,9 @@ def main() -> None:
                             "get_nearest_examples_batch_extrapolated": naive_search},
             "naive_sample_rows": args.naive_sample,
             "speedup": naive / ours,
+            "ours_parts": {"embed_unique_reports": ours - ours_rest, "index_search_and_column": ours_rest},
+            "speedup_without_embedding": (naive_index + naive_search) / ours_rest,
+            "speedup_of_embedding": naive_embed / max(ours - ours_rest, 1e-9),
         })
 
         # Flan-T5-small-shaped encoder: embedding rate.
@@ -148,10 +157,13 @@ def main() -> None:
 
     print(f"{'method':<48} {'seconds':>10}")
     print(f"{'ours (add_n3s_column, end to end)':<48} {ours:>10.1f}")
+    for part, seconds in results["ours_parts"].items():
+        print(f"{'  ' + part:<48} {seconds:>10.1f}")
     print(f"{'naive (extrapolated from ' + str(args.naive_sample) + ' rows)':<48} {naive:>10.1f}")
     for part, seconds in results["naive_parts"].items():
         print(f"{'  ' + part:<48} {seconds:>10.1f}")
-    print(f"speed-up: {results['speedup']:.1f}x (goal >= 10x)")
+    print(f"speed-up: {results['speedup']:.1f}x end to end (goal >= 10x); embedding {results['speedup_of_embedding']:.1f}x, "
+          f"index + search + column {results['speedup_without_embedding']:.1f}x")
     small = results["flan_t5_small_shaped"]
     print(f"Flan-T5-small-shaped encoder: {small['reports_per_second']:.0f} reports/s "
           f"({small['mean_tokens_per_report']:.0f} tokens each with the tiny tokenizer) -> "

@@ -466,7 +466,7 @@ class CMELTModel(CMELTPreTrainedModel):
     """ECG and text towers with Siglep projections: zero-shot labelling and ECG-report retrieval."""
 
     # A pretraining checkpoint also holds the fusion and pretraining heads; the dual encoder does not need them.
-    _keys_to_ignore_on_load_unexpected = [r"^fusion\.", r"^mlm_head\.", r"^mem_decoder\.", r"^etm_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"^fusion\.", r"^mlm_head\.", r"^mem_decoder\.", r"^etm_"]
 
     def __init__(self, config: CMELTConfig):
         super().__init__(config)

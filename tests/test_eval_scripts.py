@@ -11,6 +11,8 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 from transformers import AutoTokenizer
 
+from fixtures_downstream import sine_twelve_leads, write_cpsc_original_tree
+
 from data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, encode_ecg
 from data.labels import label_codes
 from data.text_tower import build_tiny_t5
@@ -83,8 +85,8 @@ def check_entries(output_dir, protocol: str, expected_count: int = 1) -> list[di
         assert all(v is None or 0.0 <= v <= 1.0 for v in entry["per_class"].values())
         figures = entry["extra"]["figures"]
         assert {"roc", "tsne", "example_ecg"} <= set(figures)
-        for path in figures.values():
-            assert Path(path).is_file() and Path(path).stat().st_size > 1000
+        for name in figures.values():  # stored relative to the results folder
+            assert (output_dir / name).is_file() and (output_dir / name).stat().st_size > 1000
     return entries
 
 
@@ -294,7 +296,7 @@ def test_domain_transfer_takes_the_best_source_score_per_target():
 def test_dataset_registry_and_bad_dataset_input(model_folder, dataset_path, tmp_path):
     data = load_evaluation_data(dataset_path=str(dataset_path))
     assert data.label_set == "cpsc2018" and data.codes == CODES and data.task == "classification"
-    assert infer_label_set(["AFIB", "SR"]) == "csn"  # a subset of exactly one set (CSN after dropping rare labels)
+    assert infer_label_set(["AQW", "AFIB", "SR"]) == "csn"  # a subset of exactly one set (CSN after dropping rare labels)
     assert infer_label_set(["NORM"]) is None  # in several sets: ambiguous
     with pytest.raises(ValueError, match="unknown dataset 'mitbih'"):
         zero_shot.main(["--model", str(model_folder), "--dataset", "mitbih", "--root", str(tmp_path), "--output_dir", str(tmp_path)])
@@ -304,3 +306,17 @@ def test_dataset_registry_and_bad_dataset_input(model_folder, dataset_path, tmp_
         load_evaluation_data(dataset_path=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="not codes of label set 'ptbxl_super'"):
         load_evaluation_data(dataset_path=str(dataset_path), label_set="ptbxl_super")
+
+
+def test_zero_shot_by_dataset_name_runs_the_loader(model_folder, tmp_path):
+    records = [
+        {"record_id": f"A{index:04d}", "labels": [index % 9 + 1], "signal": sine_twelve_leads(500, 10, 0.8 + 0.1 * index, index)}
+        for index in range(30)
+    ]
+    root = write_cpsc_original_tree(tmp_path / "cpsc", records)
+    zero_shot.main(["--model", str(model_folder), "--dataset", "cpsc2018", "--root", str(root), "--cache_dir",
+                    str(tmp_path / "cache"), "--output_dir", str(tmp_path / "out"), "--no_progress", "--no_figures"])
+    (entry,) = read_results(tmp_path / "out" / "results.json")
+    assert entry["dataset"] == "cpsc2018" and entry["extra"]["label_set"] == "cpsc2018"
+    assert entry["extra"]["num_records"] == 6  # the loader's seeded 70 / 10 / 20 split of 30 records
+    assert 0.0 <= entry["metric"]["value"] <= 1.0

@@ -34,7 +34,8 @@ class CMELTDatasetSpec:
         name: the `--dataset` name (also the `dataset` field of result entries).
         label_set: key of `data.labels.LABEL_SETS` (None: patient identification, which has no label columns).
         task: `CLASSIFICATION` (multi-label, `labels` multi-hot) or `IDENTIFICATION` (`identity` + `role`).
-        loader_module: module of the loader, imported only when the dataset is loaded.
+        loader_module: module of the loader, imported only when this dataset is loaded (so a script never pays
+            for, or breaks on, the other loaders' imports).
         loader_function: `load_*(root, **kwargs) -> DatasetDict` in that module.
         loader_task: the loader's `task` argument, when it has one (PTB-XL, PhysioNet 2021).
     """

@@ -106,7 +106,8 @@ def save_evaluation_figures(
     lead_mask_override: np.ndarray | None = None,
 ) -> dict[str, str]:
     """ROC curves per label, t-SNE of `embeddings` coloured by label and a 12-lead print of one example ECG with its
-    top predicted labels, as `<output_dir>/<prefix>_{roc,tsne,example_ecg}.png`. Returns {figure: path}.
+    top predicted labels, as `<output_dir>/<prefix>_{roc,tsne,example_ecg}.png`. Returns {figure: file name}
+    (relative to `output_dir`, where results.json lives, so a results folder can be moved as a whole).
 
     `references` / `scores` are (n, len(codes)); the t-SNE uses a seeded subset of at most 2000 rows. A figure
     that cannot be drawn (e.g. fewer than 4 rows for t-SNE) is left out with a printed reason, never an error.
@@ -157,7 +158,7 @@ def save_evaluation_figures(
         written["example_ecg"] = str(figures.plot_ecg_12lead(
             values, output_dir / f"{prefix}_example_ecg.png", title=title, predictions=predictions
         ))
-    return written
+    return {figure: Path(path).name for figure, path in written.items()}
 
 
 # ------------------------------------------------------------------------------------------------------------
