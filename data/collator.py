@@ -19,6 +19,11 @@ from .ecg_store import decode_ecg
 ReportLookup = Callable[[Sequence[int]], list[str]]
 
 
+def _has_candidates(row: dict) -> bool:
+    negatives = row.get("n3s_negatives")
+    return negatives is not None and len(negatives) > 0
+
+
 @dataclass
 class CMELTPretrainingCollator:
     """Turns rows of the converted corpus (`ecg`, `lead_mask`, `report`, `report_id`, `n3s_negatives`) into the
@@ -86,7 +91,7 @@ class CMELTPretrainingCollator:
         is_aligned = np.ones(batch, dtype=np.float32)
         if self.report_texts is not None and self.negative_fraction > 0:
             num_swaps = min(batch, int(self.negative_fraction * batch + rng.random()))
-            swapped = [i for i in rng.permutation(batch)[:num_swaps] if len(usable[i].get("n3s_negatives") or [])]
+            swapped = [i for i in rng.permutation(batch)[:num_swaps] if _has_candidates(usable[i])]
             chosen = [int(rng.choice(usable[i]["n3s_negatives"])) for i in swapped]
             for i, report_id, text in zip(swapped, chosen, self.report_texts(chosen)):
                 texts[i], text_report_ids[i], is_aligned[i] = text, report_id, 0.0

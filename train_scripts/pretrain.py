@@ -60,7 +60,13 @@ class CMELTDataArguments:
     dataset_path: str | None = field(
         default=None, metadata={"help": "converted corpus (data.mimic_iv_ecg, then data.n3s); none = demo"}
     )
-    n3s_cache_dir: str | None = field(default=None, metadata={"help": "N3S report table (default: <dataset>/n3s)"})
+    n3s_cache_dir: str | None = field(
+        default=None, metadata={"help": "N3S cache written by `cmelt-n3s` (default: <dataset_path>/n3s_cache)"}
+    )
+    n3s_encoder: str | None = field(
+        default=None, metadata={"help": "report encoder of the N3S cache (e.g. a local flan-t5-small folder)"}
+    )
+    n3s_k: int = field(default=64, metadata={"help": "N3S candidates per report"})
     use_n3s: bool = field(default=True, metadata={"help": "swap half of the texts for N3S negatives"})
     negative_fraction: float = field(default=0.5, metadata={"help": "fraction of each batch given a negative text"})
     lead_mask_prob: float = field(default=0.5, metadata={"help": "random lead masking probability"})
@@ -171,6 +177,20 @@ def save_model_folder(model: CMELTForPreTraining, processor: CMELTProcessor, out
     return Path(output_dir)
 
 
+def _with_n3s(train_dataset, data_args: CMELTDataArguments):
+    """The N3S column and report table, from the cache `cmelt-n3s` wrote (computed now if absent)."""
+    from data.n3s import ReportTable, add_n3s_column
+
+    cache_dir = Path(data_args.n3s_cache_dir or Path(data_args.dataset_path) / "n3s_cache")
+    if data_args.n3s_encoder is None:
+        raise ValueError(
+            "N3S needs the encoder that embedded the reports: pass --n3s_encoder (the path given to cmelt-n3s), "
+            "or --use_n3s false"
+        )
+    train_dataset = add_n3s_column(train_dataset, cache_dir, data_args.n3s_encoder, k=data_args.n3s_k)
+    return train_dataset, ReportTable.load(cache_dir).texts
+
+
 def pretrain(
     model_args: CMELTModelArguments,
     data_args: CMELTDataArguments,
@@ -190,10 +210,9 @@ def pretrain(
         corpus = load_from_disk(data_args.dataset_path)
         train_dataset = corpus["train"] if "train" in corpus else corpus
         if data_args.use_n3s and report_texts is None:
-            from data.n3s import ReportTable
-
-            table = ReportTable.load(data_args.n3s_cache_dir or Path(data_args.dataset_path) / "n3s")
-            report_texts = table.texts
+            train_dataset, report_texts = _with_n3s(train_dataset, data_args)
+    if hasattr(train_dataset, "with_format"):
+        train_dataset = train_dataset.with_format("numpy")  # whole arrays per row, not nested Python lists
     model = model or build_model(model_args)
     processor = processor or build_processor(model_args, model.config)
     collator = CMELTPretrainingCollator(
