@@ -310,6 +310,7 @@ _PRESETS: dict[str, dict] = {
             "hidden_dropout": 0.0,
             "attention_dropout": 0.0,
             "feat_proj_dropout": 0.0,
+            "pooling": "mean",
         },
         "text_config": {
             "vocab_size": 640,

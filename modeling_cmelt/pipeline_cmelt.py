@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from transformers import Pipeline
 
+from .processing_cmelt import clean_report
+
 DESCRIPTIONS_FILE = "label_descriptions.json"
 TASK = "zero-shot-ecg-classification"
 LabelTexts = Mapping[str, str | Sequence[str]]
@@ -83,8 +85,9 @@ def label_texts_for(
 @torch.no_grad()
 def encode_label_texts(model, tokenizer, label_texts: Mapping[str, Sequence[str]], max_length: int | None = None):
     """(num_labels, projection_dim) label embeddings: mean of each label's text embeddings, renormalised when the
-    model L2-normalises its embeddings."""
-    flat = [text for texts in label_texts.values() for text in texts]
+    model L2-normalises its embeddings. Texts are cleaned with `clean_report`, as the reports were in pretraining."""
+    # reports were cleaned (lower case, no punctuation) for pretraining; prompts must look the same
+    flat = [clean_report(text) for texts in label_texts.values() for text in texts]
     max_length = max_length or model.config.max_text_length
     encoded = tokenizer(flat, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
     encoded = {k: v.to(model.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}

@@ -49,12 +49,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="outputs/cmelt-demo", help="everything the demo writes")
     parser.add_argument("--num_subjects", type=int, default=4000, help="synthetic patients (1-4 ECGs each)")
-    parser.add_argument("--max_steps", type=int, default=1100, help="optimisation steps per model")
+    parser.add_argument("--max_steps", type=int, default=1300, help="optimisation steps per model")
     parser.add_argument("--batch_size", type=int, default=64, help="ECG-report pairs per step")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate (tri-stage)")
     parser.add_argument("--n3s_k", type=int, default=64, help="N3S candidates per report")
     parser.add_argument("--eval_every", type=int, default=250, help="held-out zero-shot AUC every N steps")
     parser.add_argument("--num_proc", type=int, default=2, help="processes for conversion")
+    parser.add_argument("--mask_ratio", type=float, default=None, help="MEM token-drop ratio (default: the preset's)")
+    parser.add_argument("--lead_mask_prob", type=float, default=0.1, help="random lead masking probability (paper: 0.5)")
+    parser.add_argument("--duplicate_aware", action=argparse.BooleanOptionalAction, default=False,
+                        help="Siglep counts identical reports in a batch as positives")
+    parser.add_argument("--losses", nargs="+", default=["mlm", "mem", "etm", "siglep"],
+                        choices=["mlm", "mem", "etm", "siglep"], help="pretraining losses to use")
+    parser.add_argument("--run_name", default="run", help="sub-folder of output_dir for checkpoints and the model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ablation", action="store_true", help="also train -N3S and -Siglep and compare")
     return parser.parse_args(argv)
@@ -96,13 +103,18 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
     config = CMELTConfig.from_preset(
         "demo",
         text_config={**text_tower.config.to_dict(), "dropout_rate": 0.0},
-        use_siglep=overrides.get("use_siglep", True),
+        use_siglep=overrides.get("use_siglep", "siglep" in args.losses),
+        use_mlm="mlm" in args.losses,
+        use_mem="mem" in args.losses,
+        use_etm="etm" in args.losses,
+        siglep_duplicate_aware=args.duplicate_aware,
+        **({"ecg_config": {"mask_ratio": args.mask_ratio}} if args.mask_ratio is not None else {}),
     )
     torch.manual_seed(args.seed)
     model = CMELTForPreTraining(config)
     model.text_model.load_state_dict(text_tower.state_dict())
     processor = CMELTProcessor(CMELTFeatureExtractor(), tokenizer)
-    run_dir = out / ("run" if not overrides else "run" + name.lower().replace("-", "_"))
+    run_dir = out / (args.run_name if not overrides else args.run_name + name.lower().replace("-", "_"))
     training_args = CMELTTrainingArguments(
         output_dir=str(run_dir),
         max_steps=args.max_steps,
@@ -117,7 +129,7 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
         report_to="tensorboard",
         disable_tqdm=False,
     )
-    data_args = CMELTDataArguments(use_n3s=overrides.get("use_n3s", True))
+    data_args = CMELTDataArguments(use_n3s=overrides.get("use_n3s", True), lead_mask_prob=args.lead_mask_prob)
     evaluation_subset = evaluation_set.select(range(min(1000, len(evaluation_set))))
 
     def evaluator(model):
