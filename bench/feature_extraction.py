@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,6 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WFDB_DIR = REPO.parent / "shared" / "data" / "wfdb"
@@ -87,10 +91,12 @@ def main() -> None:
         print(f"{label:<{width}}  {value:>12.1f}  {unit}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     summary = {
-        "goal": ">= 500 records/s for s0010_re (1000 Hz, 15 ch) -> 12 x 5000 on 2 cores",
-        "cpu_count": os.cpu_count(),
+        "name": "feature_extraction",
+        "command": "python bench/feature_extraction.py " + " ".join(sys.argv[1:]),
+        "goal": {"metric": "throughput", "op": ">=", "value": 500, "row": {"input": rows[0][0]}} if rows else None,
         "repetitions": args.repetitions,
         "rows": [{"input": label, "unit": unit, "throughput": round(value, 1)} for label, unit, value in rows],
+        "machine": machine_info(),
     }
     RESULTS.write_text(json.dumps(summary, indent=2))
     print(f"wrote {RESULTS}")

@@ -91,8 +91,12 @@ def embed_reports(
     batch_size: int = 256,
     max_length: int = 256,
     device: str | None = None,
+    dtype: str = "float32",
 ) -> np.ndarray:
     """(len(texts), hidden) float32 embeddings: encoder output mean-pooled over the attention mask, L2-normalised.
+
+    `dtype="bfloat16"` runs the encoder under bf16 autocast (about 2x faster on CPUs and GPUs with bf16 units);
+    farthest-neighbour ranks barely move, but the result is no longer bit-identical to float32.
 
     T5-family checkpoints load as `T5EncoderModel` (the decoder is never needed), others as `AutoModel`. Texts are
     embedded in order of length, so batches carry little padding.
@@ -108,7 +112,10 @@ def embed_reports(
     model = model_class.from_pretrained(encoder_name_or_path).to(device).eval()
     order = np.argsort([len(text) for text in texts], kind="stable")
     embeddings = np.zeros((len(texts), config.d_model if hasattr(config, "d_model") else config.hidden_size), np.float32)
-    with torch.inference_mode():
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    with torch.inference_mode(), autocast:
         for start in tqdm(range(0, len(texts), batch_size), desc="embedding reports", unit="batch"):
             rows = order[start : start + batch_size]
             encoded = tokenizer([texts[row] for row in rows], padding=True, truncation=True, max_length=max_length,
@@ -240,6 +247,7 @@ def compute_neighbours(
     max_length: int = 256,
     device: str | None = None,
     use_gpu: bool | None = None,
+    dtype: str = "float32",
 ) -> np.ndarray:
     """(len(table), k') report ids of each table row's farthest reports, computed once and cached."""
     import faiss
@@ -250,7 +258,7 @@ def compute_neighbours(
     if not saved.is_file() or ReportTable.load(cache_dir).fingerprint != table.fingerprint:
         table.save(cache_dir)
     encoder_key = _encoder_key(encoder_name_or_path)
-    stem = f"{table.fingerprint}-{encoder_key}"
+    stem = f"{table.fingerprint}-{encoder_key}" + ("" if dtype == "float32" else f"-{dtype}")
     embeddings_path = cache_dir / f"embeddings-{stem}-L{max_length}.npy"
     index_path = cache_dir / f"index-{stem}-L{max_length}-{index_type}.faiss"
     neighbours_path = cache_dir / f"neighbours-{stem}-L{max_length}-{index_type}-k{k}.npy"
@@ -259,7 +267,7 @@ def compute_neighbours(
     if embeddings_path.is_file():
         embeddings = np.load(embeddings_path)
     else:
-        embeddings = embed_reports(table.all_texts, encoder_name_or_path, batch_size, max_length, device)
+        embeddings = embed_reports(table.all_texts, encoder_name_or_path, batch_size, max_length, device, dtype)
         _save_atomically(embeddings_path, lambda path: np.save(path, embeddings))
     if _effective_k(len(table), k) == 0:
         rows = np.empty((len(table), 0), dtype=np.int64)
@@ -293,14 +301,16 @@ def add_n3s_column(
     max_length: int = 256,
     device: str | None = None,
     use_gpu: bool | None = None,
+    dtype: str = "float32",
 ):
     """Add `column` (each row's k candidate negative report ids) to a Dataset or DatasetDict with `report` and
-    `report_id` columns; returns the same kind of object. Everything expensive is cached in `cache_dir`."""
+    `report_id` columns; returns the same kind of object. Everything expensive is cached in `cache_dir`;
+    `dtype` is the embedding precision (see `embed_reports`)."""
     from datasets import DatasetDict, Sequence, Value, concatenate_datasets
 
     table = report_table_of(dataset)
     neighbours = compute_neighbours(table, cache_dir, encoder_name_or_path, k, index_type, batch_size, max_length,
-                                    device, use_gpu)
+                                    device, use_gpu, dtype)
     lookup_ids = table.report_ids
     dense = lookup_ids.min() >= 0 and lookup_ids.max() < 4 * len(lookup_ids) + 1024
     if dense:  # report id -> table row by array indexing
@@ -340,10 +350,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--index-type", choices=("flat", "ivf"), default="flat")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="embedding precision; bfloat16 is ~2x faster where the hardware has bf16 units")
     args = parser.parse_args(argv)
     cache_dir = args.cache_dir or os.path.join(args.dataset_dir, "n3s_cache")
     dataset = add_n3s_column(load_from_disk(args.dataset_dir), cache_dir, args.encoder, k=args.k,
-                             index_type=args.index_type, batch_size=args.batch_size, max_length=args.max_length)
+                             index_type=args.index_type, batch_size=args.batch_size, max_length=args.max_length,
+                             dtype=args.dtype)
     print(dataset)
     print(f"N3S cache: {cache_dir} (pass it to add_n3s_column / ReportTable.load at training time)")
 

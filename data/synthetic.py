@@ -32,6 +32,8 @@ import numpy as np
 import scipy.fft
 from scipy.special import expit
 
+from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
+
 SAMPLING_RATE = 500
 NUM_SAMPLES = 5000
 DURATION_S = NUM_SAMPLES / SAMPLING_RATE
@@ -106,7 +108,7 @@ DEMO_LABEL_PROMPTS: dict[str, list[str]] = {
 NORMAL_REPORT: tuple[str, ...] = ("Sinus rhythm", "Normal ECG")
 
 # Order of leads in DemoBatch.signals (the project's canonical order).
-DEMO_LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+DEMO_LEAD_NAMES = CANONICAL_LEADS
 # MIMIC-IV-ECG writes aVF before aVL (DATASET_LAYOUTS.md section 1.5).
 MIMIC_LEAD_ORDER = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
 MIMIC_ADC_GAIN = 200.0

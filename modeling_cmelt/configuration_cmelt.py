@@ -305,7 +305,7 @@ _PRESETS: dict[str, dict] = {
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
             "intermediate_size": 256,
-            "num_conv_pos_embeddings": 32,
+            "num_conv_pos_embeddings": 16,
             "num_conv_pos_embedding_groups": 8,
             "hidden_dropout": 0.0,
             "attention_dropout": 0.0,

@@ -34,9 +34,8 @@ from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
 from model_card.generate import write_model_card
 from train_scripts.evaluation import write_results
-from train_scripts.figures import plot_ecg_12lead, plot_embedding_tsne, plot_roc_curves
 from train_scripts.pretrain import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
-from train_scripts.zero_shot import ecg_embeddings, evaluate_zero_shot
+from train_scripts.zero_shot import ecg_embeddings, evaluate_zero_shot, save_evaluation_figures
 
 VARIANTS = {
     "C-MELT": {},
@@ -48,12 +47,12 @@ VARIANTS = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="outputs/cmelt-demo", help="everything the demo writes")
-    parser.add_argument("--num_subjects", type=int, default=4000, help="synthetic patients (1-4 ECGs each)")
-    parser.add_argument("--max_steps", type=int, default=1300, help="optimisation steps per model")
+    parser.add_argument("--num_subjects", type=int, default=3000, help="synthetic patients (1-4 ECGs each)")
+    parser.add_argument("--max_steps", type=int, default=2200, help="optimisation steps per model")
     parser.add_argument("--batch_size", type=int, default=64, help="ECG-report pairs per step")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate (tri-stage)")
     parser.add_argument("--n3s_k", type=int, default=64, help="N3S candidates per report")
-    parser.add_argument("--eval_every", type=int, default=250, help="held-out zero-shot AUC every N steps")
+    parser.add_argument("--eval_every", type=int, default=550, help="held-out zero-shot AUC every N steps")
     parser.add_argument("--num_proc", type=int, default=2, help="processes for conversion")
     parser.add_argument("--mask_ratio", type=float, default=None, help="MEM token-drop ratio (default: the preset's)")
     parser.add_argument("--lead_mask_prob", type=float, default=0.1, help="random lead masking probability (paper: 0.5)")
@@ -182,24 +181,13 @@ def linear_probe_auc(model, dataset, seed: int = 0) -> float:
 
 def write_figures(result: dict, evaluation_set) -> list[Path]:
     """ROC curves per label, a t-SNE of the held-out ECG embeddings, and one ECG with its top labels."""
-    folder = result["model_dir"] / "figures"
-    labels = np.asarray(evaluation_set.with_format("numpy")["labels"])
-    scores = result["zero_shot"]["scores"]
+    folder = result["model_dir"]
+    labels = np.asarray(evaluation_set.with_format("numpy")["labels"], dtype=np.float32)
     embeddings = ecg_embeddings(result["model"], evaluation_set, progress=False).numpy()
-    example = int(np.argmax(labels[:, list(DEMO_LABELS).index("AFIB")]))
-    top = np.argsort(-scores[example])[:3]
-    values = evaluation_set.with_format("numpy")[example]["ecg"].astype(np.float32) / 1000.0
-    return [
-        plot_roc_curves(labels, scores, list(DEMO_LABELS), folder / "roc_curves.png"),
-        plot_embedding_tsne(embeddings, labels, list(DEMO_LABELS), folder / "tsne_ecg_embeddings.png"),
-        plot_ecg_12lead(
-            values,
-            folder / "example_ecg.png",
-            title="held-out demo ECG (true labels: "
-            + ", ".join(label for label, on in zip(DEMO_LABELS, labels[example]) if on) + ")",
-            predictions=[(DEMO_LABELS[i], float(scores[example, i])) for i in top],
-        ),
-    ]
+    written = save_evaluation_figures(
+        folder / "figures", "demo", evaluation_set, DEMO_LABELS, result["zero_shot"]["scores"], labels, embeddings
+    )
+    return [folder / "figures" / name for name in written.values()]
 
 
 def print_table(result: dict) -> None:

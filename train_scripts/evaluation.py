@@ -46,10 +46,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
+from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
+
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 RESULTS_SCHEMA_VERSION = 1
 PROTOCOLS = ("zero_shot", "linear_probe", "finetune", "domain_transfer")
-CANONICAL_LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+CANONICAL_LEAD_NAMES = CANONICAL_LEADS
 REQUIRED_ENTRY_KEYS = ("model", "dataset", "task", "protocol", "split", "metric", "per_class", "created", "command")
 
 
