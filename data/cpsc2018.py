@@ -30,11 +30,9 @@ from data.downstream import (
     build_dataset_dict,
     downstream_features,
     finish_cli,
-    header_comment_value,
+    header_class_indices,
     label_columns,
     label_names,
-    map_codes,
-    parse_dx_codes,
 )
 from data.labels import label_codes, snomed_to_class_indices
 from data.splits import random_split_indices
@@ -93,20 +91,9 @@ def _challenge_layout_records(root: Path, report: DownstreamReport) -> list[tupl
     code_to_indices = snomed_to_class_indices(LABEL_SET)
     records = []
     for header in sorted(root.rglob("*.hea")):
-        record_id = header.stem
-        try:
-            codes = parse_dx_codes(header_comment_value(header, "Dx"))
-        except OSError:
-            report.skipped.skip(record_id, "unreadable header")
-            continue
-        if not codes:
-            report.skipped.skip(record_id, "header has no #Dx line")
-            continue
-        indices = map_codes(codes, code_to_indices, report)
-        if not indices:
-            report.dropped["no label of the task"] += 1
-            continue
-        records.append((record_id, str(header.with_suffix(".mat")), indices))
+        indices = header_class_indices(header.stem, header, code_to_indices, report)
+        if indices is not None:
+            records.append((header.stem, str(header.with_suffix(".mat")), indices))
     return records
 
 

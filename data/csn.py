@@ -31,11 +31,9 @@ from data.downstream import (
     downstream_features,
     drop_rare_labels,
     finish_cli,
-    header_comment_value,
+    header_class_indices,
     label_columns,
     label_names,
-    map_codes,
-    parse_dx_codes,
 )
 from data.labels import LABEL_SETS, label_codes, snomed_to_class_indices
 from data.splits import random_split_indices
@@ -95,19 +93,9 @@ def load_csn(
     codes = label_codes(LABEL_SET)
     records = []
     for header in sorted(records_root.rglob("*.hea")):
-        try:
-            dx = parse_dx_codes(header_comment_value(header, "Dx"))
-        except OSError:
-            report.skipped.skip(header.stem, "unreadable header")
-            continue
-        if not dx:
-            report.skipped.skip(header.stem, "header has no #Dx line")
-            continue
-        indices = map_codes(dx, code_to_indices, report)
-        if not indices:
-            report.dropped["no label of the task"] += 1
-            continue
-        records.append((header.stem, str(header.with_suffix(".mat")), indices))
+        indices = header_class_indices(header.stem, header, code_to_indices, report)
+        if indices is not None:
+            records.append((header.stem, str(header.with_suffix(".mat")), indices))
     if not records and report.skipped.total == 0:
         raise ValueError(f"{records_root}: no CSN records (.hea + .mat) found")
     train, valid, test = random_split_indices(len(records), split_fractions, seed)

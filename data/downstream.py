@@ -487,6 +487,30 @@ def map_codes(
     return sorted(indices)
 
 
+def header_class_indices(
+    record_id: str,
+    header: str | os.PathLike,
+    code_to_indices: dict[str, list[int]],
+    report: DownstreamReport,
+    no_label_reason: str = "no label of the task",
+) -> list[int] | None:
+    """Class indices of a challenge-style header's `#Dx` codes, or None when the record is skipped (unreadable
+    header, no `#Dx`) or dropped (no code of the label set), each counted in `report`."""
+    try:
+        codes = parse_dx_codes(header_comment_value(header, "Dx"))
+    except OSError:
+        report.skipped.skip(record_id, "unreadable header")
+        return None
+    if not codes:
+        report.skipped.skip(record_id, "header has no #Dx line")
+        return None
+    indices = map_codes(codes, code_to_indices, report)
+    if not indices:
+        report.dropped[no_label_reason] += 1
+        return None
+    return indices
+
+
 def add_common_cli_arguments(parser) -> None:
     parser.add_argument("--num-proc", type=int, default=1, help="worker processes reading records")
     parser.add_argument("--seed", type=int, default=42, help="seed of the random splits")

@@ -48,11 +48,9 @@ from data.downstream import (
     build_dataset_dict,
     downstream_features,
     finish_cli,
-    header_comment_value,
+    header_class_indices,
     label_columns,
     label_names,
-    map_codes,
-    parse_dx_codes,
 )
 from data.labels import label_codes, snomed_to_class_indices
 from data.splits import random_split_indices
@@ -85,17 +83,8 @@ def _dx_jobs(records, split_fractions, seed, report) -> dict[str, list[RecordJob
     num_classes = len(label_codes(LABEL_SET))
     labelled = []
     for record_id, source, header in records:
-        try:
-            dx = parse_dx_codes(header_comment_value(header, "Dx"))
-        except OSError:
-            report.skipped.skip(record_id, "unreadable header")
-            continue
-        if not dx:
-            report.skipped.skip(record_id, "header has no #Dx line")
-            continue
-        indices = map_codes(dx, code_to_indices, report)
-        if not indices:
-            report.dropped["no scored class"] += 1
+        indices = header_class_indices(record_id, header, code_to_indices, report, "no scored class")
+        if indices is None:
             continue
         labelled.append(
             RecordJob(
