@@ -25,17 +25,15 @@ from datasets import DatasetDict
 
 from data.downstream import (
     DownstreamReport,
-    RecordJob,
     add_common_cli_arguments,
     build_dataset_dict,
     downstream_features,
     finish_cli,
     header_class_indices,
-    label_columns,
     label_names,
+    split_record_jobs,
 )
 from data.labels import label_codes, snomed_to_class_indices
-from data.splits import random_split_indices
 
 LABEL_SET = "cpsc2018"
 # REFERENCE.csv label number -> class code
@@ -120,14 +118,7 @@ def load_cpsc2018(
     if not records and report.skipped.total == 0:
         raise ValueError(f"{root}: no CPSC2018 records found (expected REFERENCE.csv + .mat files, or .hea + .mat)")
     codes = label_codes(LABEL_SET)
-    train, valid, test = random_split_indices(len(records), split_fractions, seed)
-    jobs_by_split = {
-        split: [
-            RecordJob(record_id=records[index][0], path=records[index][1], columns=label_columns(records[index][2], len(codes)))
-            for index in indices
-        ]
-        for split, indices in (("train", train), ("validation", valid), ("test", test))
-    }
+    jobs_by_split = split_record_jobs(records, len(codes), split_fractions, seed)
     dataset_dict = build_dataset_dict(
         "cpsc2018", jobs_by_split, downstream_features(codes), report, num_proc=num_proc, cache_dir=cache_dir,
         options={"fractions": list(split_fractions), "seed": seed},

@@ -25,18 +25,16 @@ from datasets import DatasetDict
 
 from data.downstream import (
     DownstreamReport,
-    RecordJob,
     add_common_cli_arguments,
     build_dataset_dict,
     downstream_features,
     drop_rare_labels,
     finish_cli,
     header_class_indices,
-    label_columns,
     label_names,
+    split_record_jobs,
 )
 from data.labels import LABEL_SETS, label_codes, snomed_to_class_indices
-from data.splits import random_split_indices
 
 LABEL_SET = "csn"
 CONDITION_NAMES_FILE = "ConditionNames_SNOMED-CT.csv"
@@ -98,14 +96,7 @@ def load_csn(
             records.append((header.stem, str(header.with_suffix(".mat")), indices))
     if not records and report.skipped.total == 0:
         raise ValueError(f"{records_root}: no CSN records (.hea + .mat) found")
-    train, valid, test = random_split_indices(len(records), split_fractions, seed)
-    jobs_by_split = {
-        split: [
-            RecordJob(record_id=records[index][0], path=records[index][1], columns=label_columns(records[index][2], len(codes)))
-            for index in indices
-        ]
-        for split, indices in (("train", train), ("validation", valid), ("test", test))
-    }
+    jobs_by_split = split_record_jobs(records, len(codes), split_fractions, seed)
     dataset_dict = build_dataset_dict(
         "csn", jobs_by_split, downstream_features(codes), report, num_proc=num_proc, cache_dir=cache_dir,
         options={"fractions": list(split_fractions), "seed": seed},

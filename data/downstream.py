@@ -28,6 +28,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
 from data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, encode_ecg
+from data.splits import random_split_indices
 
 _SEGMENT_MODES = ("all", "first_two", "random_crop")
 
@@ -509,6 +510,20 @@ def header_class_indices(
         report.dropped[no_label_reason] += 1
         return None
     return indices
+
+
+def split_record_jobs(
+    records: list[tuple[str, str, list[int]]], num_classes: int, split_fractions, seed: int
+) -> dict[str, list[RecordJob]]:
+    """Seeded random train / validation / test split of (record_id, path, class indices) into labelled jobs."""
+    train, valid, test = random_split_indices(len(records), split_fractions, seed)
+    return {
+        split: [
+            RecordJob(record_id=records[i][0], path=records[i][1], columns=label_columns(records[i][2], num_classes))
+            for i in indices
+        ]
+        for split, indices in (("train", train), ("validation", valid), ("test", test))
+    }
 
 
 def add_common_cli_arguments(parser) -> None:
