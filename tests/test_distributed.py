@@ -76,7 +76,7 @@ def test_two_process_losses_and_gradients_equal_one_process(tmp_path):
     result = subprocess.run([sys.executable, str(script), str(single)], **run)
     assert result.returncode == 0, result.stderr[-3000:]
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", str(script), str(double)],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(double)],
         **run,
     )
     assert result.returncode == 0, result.stderr[-3000:]
