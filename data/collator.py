@@ -1,5 +1,5 @@
-"""Pretraining batches: random lead masking, N3S negative swaps, tokenisation and MLM masking of the text that is
-actually fed (never the original report: reference defect 2).
+"""Pretraining batches: random lead masking, negative swaps (N3S or random), tokenisation and MLM masking of the text
+that is actually fed (never the original report: reference defect 2).
 
 Randomness is drawn from a generator seeded by (seed, the batch's row keys), so a batch is the same whether it is
 built in a fresh run or after resuming from a checkpoint, in any dataloader worker.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -31,10 +32,15 @@ class CMELTPretrainingCollator:
 
     Args:
         processor: a `CMELTProcessor` (tokenizer + the one MLM masking convention).
-        report_texts: report ids -> texts (e.g. `ReportTable.texts`), for the swapped-in negatives.
+        report_texts: report ids -> texts (e.g. `ReportTable.texts`), for the swapped-in N3S negatives.
+        negatives: where a negative text comes from. "n3s": one of the row's `n3s_negatives` (the farthest
+            reports); "random": the report of another row of the batch, drawn uniformly among those with a
+            different report (the paper's -N3S ablation); "none": every pair stays aligned.
         mlm_probability: fraction of report tokens masked.
+        mlm_mask_token: the token that replaces masked tokens when the tokenizer has no mask token (T5); use the
+            model config's `mlm_mask_token`.
         lead_mask_prob: probability that each recorded lead is hidden (at least one lead always stays).
-        negative_fraction: expected fraction of the batch whose text becomes an N3S negative; the count is
+        negative_fraction: expected fraction of the batch whose text becomes a negative; the count is
             int(fraction * batch + U(0, 1)) as in the reference, so odd batches average out.
         max_length: tokens kept per report.
         seed: base seed of every random draw.
@@ -45,7 +51,9 @@ class CMELTPretrainingCollator:
 
     processor: object
     report_texts: ReportLookup | None = None
+    negatives: Literal["n3s", "random", "none"] = "n3s"
     mlm_probability: float = 0.25
+    mlm_mask_token: str = "<extra_id_0>"
     lead_mask_prob: float = 0.5
     negative_fraction: float = 0.5
     max_length: int = 256
@@ -53,6 +61,12 @@ class CMELTPretrainingCollator:
     key_column: str = "study_id"
     ecg_num_tokens: int | None = None
     skipped: int = field(default=0, init=False)
+
+    def __post_init__(self):
+        if self.negatives not in ("n3s", "random", "none"):
+            raise ValueError(f'negatives must be "n3s", "random" or "none"; got {self.negatives!r}')
+        if self.negatives == "n3s" and self.report_texts is None:
+            raise ValueError('negatives="n3s" needs report_texts (the N3S report table); or use "random" / "none"')
 
     def _generator(self, rows: list[dict]) -> np.random.Generator:
         keys = ",".join(str(row.get(self.key_column, row.get("report_id", i))) for i, row in enumerate(rows))
@@ -89,11 +103,13 @@ class CMELTPretrainingCollator:
         ecg_report_ids = np.array([row.get("report_id", -1) for row in usable], dtype=np.int64)
         text_report_ids = ecg_report_ids.copy()
         is_aligned = np.ones(batch, dtype=np.float32)
-        if self.report_texts is not None and self.negative_fraction > 0:
+        if self.negatives != "none" and self.negative_fraction > 0:
             num_swaps = min(batch, int(self.negative_fraction * batch + rng.random()))
-            swapped = [i for i in rng.permutation(batch)[:num_swaps] if _has_candidates(usable[i])]
-            chosen = [int(rng.choice(usable[i]["n3s_negatives"])) for i in swapped]
-            for i, report_id, text in zip(swapped, chosen, self.report_texts(chosen)):
+            rows_to_swap = rng.permutation(batch)[:num_swaps]
+            swaps = self._n3s_swaps(usable, rows_to_swap, rng) if self.negatives == "n3s" else self._random_swaps(
+                texts, ecg_report_ids, rows_to_swap, rng
+            )
+            for i, report_id, text in swaps:
                 texts[i], text_report_ids[i], is_aligned[i] = text, report_id, 0.0
 
         encoded = self.processor.tokenizer(
@@ -101,7 +117,11 @@ class CMELTPretrainingCollator:
         )
         torch_generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         input_ids, labels = self.processor.mask_tokens(
-            encoded["input_ids"], encoded["attention_mask"], self.mlm_probability, generator=torch_generator
+            encoded["input_ids"],
+            encoded["attention_mask"],
+            self.mlm_probability,
+            generator=torch_generator,
+            mask_token=self.mlm_mask_token,
         )
         features = {
             "input_values": input_values,
@@ -116,3 +136,22 @@ class CMELTPretrainingCollator:
         if self.ecg_num_tokens:
             features["noise"] = torch.from_numpy(rng.random((batch, self.ecg_num_tokens)).astype(np.float32))
         return features
+
+    def _n3s_swaps(self, rows: list[dict], rows_to_swap, rng: np.random.Generator):
+        """(row, report id, text) for each row to swap that has N3S candidates: one candidate at random."""
+        swapped = [int(i) for i in rows_to_swap if _has_candidates(rows[i])]
+        chosen = [int(rng.choice(rows[i]["n3s_negatives"])) for i in swapped]
+        return list(zip(swapped, chosen, self.report_texts(chosen)))
+
+    @staticmethod
+    def _random_swaps(texts: list[str], report_ids: np.ndarray, rows_to_swap, rng: np.random.Generator):
+        """(row, report id, text) for each row to swap: the report of a random other row whose report differs
+        (by id, or by text where ids are missing); a row with no such partner stays aligned."""
+        keys = [f"id:{report_id}" if report_id >= 0 else f"text:{text}" for report_id, text in zip(report_ids, texts)]
+        swaps = []
+        for i in rows_to_swap:
+            partners = [j for j in range(len(texts)) if keys[j] != keys[i]]
+            if partners:
+                j = int(rng.choice(partners))
+                swaps.append((int(i), int(report_ids[j]), texts[j]))
+        return swaps

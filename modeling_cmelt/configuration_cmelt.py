@@ -153,11 +153,25 @@ class CMELTConfig(PreTrainedConfig):
         mem_decoder_num_layers (`int`): pre-LN transformer blocks in the MEM decoder.
         mem_decoder_num_attention_heads (`int`): heads in the MEM decoder.
         mem_decoder_intermediate_size (`int`): feed-forward width of the MEM decoder.
+        mem_decoder_hidden_act (`str`): activation of the MEM decoder's feed-forward ("quick_gelu" in the
+            reference code).
+        mem_decoder_layer_norm_eps (`float`): epsilon of the MEM decoder's LayerNorms (reference: 1e-5).
         mem_fusion_layer (`int`): which fusion layer's ECG stream feeds the MEM decoder (1-based).
-        mem_norm_target (`bool`): z-score each lead of each target patch before the MSE (MAE's norm_pix_loss).
+        mem_norm_target (`bool`): z-score each lead of the (cut) input record over its whole length, unbiased
+            variance, before cutting it into target patches (the reference code's rule).
         mlm_probability (`float`): fraction of report tokens masked for MLM.
         mlm_mask_token (`str`): token that replaces masked text tokens when the tokenizer has no mask token (T5).
         projection_dim (`int`, *optional*): size of the Siglep projections; defaults to `fusion_hidden_size`.
+        siglep_head (`str`): how the Siglep embeddings are made from each tower's sequence. "fusion_projection"
+            (reference code): the fusion's input projection (the same weights that feed fusion), then token 0
+            (or the mean) -> dense -> tanh; the embedding size is `fusion_hidden_size`. "pool_project": pool ->
+            dense -> tanh -> a separate Linear to `projection_dim`.
+        siglep_clean_text (`bool`): compute Siglep's text embedding from the report *before* MLM masking (the text
+            that zero-shot scores is never masked); the masked report still feeds fusion and MLM.
+        text_cleaning (`str`): how label prompts are normalised before zero-shot scoring: "report" (`clean_report`,
+            as the pretraining reports) or "lowercase" (lower case only, as the reference code's zero-shot).
+        etm_head (`str`): "binary" = Linear(2 * fusion width, 1) + BCE; "two_class" = Linear(2 * fusion width, 2)
+            + cross-entropy (reference code). The match probability is the same function of the weights.
         text_pooling (`str`): how the unimodal text sequence is pooled for Siglep: "first" (token 0, reference)
             or "mean" (over the attention mask).
         siglep_learnable_scale (`bool`): learn SigLIP's logit scale and bias; False = fixed scale 1, no bias
@@ -197,11 +211,17 @@ class CMELTConfig(PreTrainedConfig):
     mem_decoder_num_layers: int = 4
     mem_decoder_num_attention_heads: int = 6
     mem_decoder_intermediate_size: int = 1536
+    mem_decoder_hidden_act: str = "quick_gelu"
+    mem_decoder_layer_norm_eps: float = 1e-5
     mem_fusion_layer: int = 3
     mem_norm_target: bool = True
     mlm_probability: float = 0.25
     mlm_mask_token: str = "<extra_id_0>"
     projection_dim: int | None = None
+    siglep_head: Literal["fusion_projection", "pool_project"] = "fusion_projection"
+    siglep_clean_text: bool = True
+    text_cleaning: Literal["report", "lowercase"] = "report"
+    etm_head: Literal["binary", "two_class"] = "two_class"
     text_pooling: Literal["first", "mean"] = "first"
     siglep_learnable_scale: bool = False
     logit_scale_init_value: float = math.log(10.0)
@@ -232,6 +252,11 @@ class CMELTConfig(PreTrainedConfig):
             raise ValueError(f"mem_fusion_layer must be in 1..{self.fusion_num_layers}, got {self.mem_fusion_layer}")
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if self.siglep_head == "fusion_projection" and self.projection_dim != self.fusion_hidden_size:
+            raise ValueError(
+                f'siglep_head="fusion_projection" embeds at the fusion width ({self.fusion_hidden_size}); got '
+                f'projection_dim={self.projection_dim} (leave it unset, or use siglep_head="pool_project")'
+            )
 
     @property
     def text_hidden_size(self) -> int:
@@ -294,6 +319,8 @@ _PRESETS: dict[str, dict] = {
         "mem_decoder_intermediate_size": 32,
         "mem_fusion_layer": 1,
         "projection_dim": 16,
+        "siglep_head": "pool_project",
+        "etm_head": "binary",
     },
     # The embedded CPU demo: stride-32 conv stack (156 tokens for 10 s), width 128, 2 + 1 layers.
     "demo": {
@@ -333,6 +360,8 @@ _PRESETS: dict[str, dict] = {
         "mem_decoder_intermediate_size": 128,
         "mem_fusion_layer": 1,
         "projection_dim": 128,
+        "siglep_head": "pool_project",
+        "etm_head": "binary",
         "text_pooling": "mean",
         "siglep_learnable_scale": True,
         "siglep_normalize": True,

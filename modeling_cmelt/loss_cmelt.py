@@ -2,7 +2,7 @@
 
 - `mlm_loss`: cross-entropy over masked report tokens.
 - `mem_loss`: MSE between predicted and target ECG patches, on masked tokens only.
-- `etm_loss`: binary cross-entropy of ECG-text matching.
+- `etm_loss`: (binary) cross-entropy of ECG-text matching.
 - `siglep_loss`: SigLIP's sigmoid loss  -1/B sum_i sum_j log sigmoid(y_ij * (scale * x_i . t_j + bias)),
   computed over the *global* batch when running data-parallel (texts are gathered with their gradient).
 """
@@ -23,15 +23,17 @@ def patchify_ecg(input_values: torch.Tensor, num_tokens: int, samples_per_token:
     """(batch, leads, samples) -> (batch, num_tokens, leads * samples_per_token): the MEM target of each token.
 
     The signal is cut to `num_tokens * samples_per_token` samples (5000 -> 4992 for the paper's conv stack). With
-    `normalize`, each lead of each patch is z-scored (MAE's norm_pix_loss), so a lead that was zeroed stays zero.
+    `normalize`, each lead is z-scored over that whole cut record (unbiased variance, eps 1e-6 under the root) and
+    only then cut into patches, as in the reference code: a flat baseline stretch keeps its small amplitude
+    instead of being blown up to unit variance, and a zeroed (masked) lead stays zero.
     """
     batch, leads, _ = input_values.shape
-    used = num_tokens * samples_per_token
-    patches = input_values[:, :, :used].reshape(batch, leads, num_tokens, samples_per_token).transpose(1, 2)
+    signal = input_values[:, :, : num_tokens * samples_per_token].float()
     if normalize:
-        mean = patches.mean(dim=-1, keepdim=True)
-        var = patches.var(dim=-1, keepdim=True, unbiased=False)
-        patches = (patches - mean) / (var + 1e-6).sqrt()
+        mean = signal.mean(dim=-1, keepdim=True)
+        var = signal.var(dim=-1, keepdim=True, unbiased=True)
+        signal = (signal - mean) / (var + 1e-6).sqrt()
+    patches = signal.reshape(batch, leads, num_tokens, samples_per_token).transpose(1, 2)
     return patches.reshape(batch, num_tokens, leads * samples_per_token)
 
 
@@ -43,8 +45,18 @@ def mem_loss(predictions: torch.Tensor, targets: torch.Tensor, token_mask: torch
 
 
 def etm_loss(logits: torch.Tensor, is_aligned: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of the ECG-text matching logits (batch,) against `is_aligned` (1 = true pair)."""
+    """ECG-text matching loss against `is_aligned` (1 = true pair): binary cross-entropy for one logit per pair
+    (batch,), cross-entropy for two logits per pair (batch, 2) with class 1 = aligned (reference code)."""
+    if logits.dim() == 2:
+        return F.cross_entropy(logits.float(), is_aligned.long())
     return F.binary_cross_entropy_with_logits(logits.float(), is_aligned.to(torch.float32))
+
+
+def etm_match_probability(logits: torch.Tensor) -> torch.Tensor:
+    """P(aligned) from ETM logits of either head: sigmoid of one logit, softmax class 1 of two."""
+    if logits.dim() == 2:
+        return logits.float().softmax(dim=-1)[:, 1]
+    return logits.float().sigmoid()
 
 
 def _data_parallel_world() -> tuple[int, int]:

@@ -29,7 +29,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_cmelt import CMELTConfig, CMELTECGConfig
-from .loss_cmelt import etm_loss, mem_loss, mlm_loss, patchify_ecg, siglep_loss
+from .loss_cmelt import etm_loss, etm_match_probability, mem_loss, mlm_loss, patchify_ecg, siglep_loss
 
 
 @dataclass
@@ -82,9 +82,11 @@ class CMELTForPreTrainingOutput(ModelOutput):
     Args:
         loss: weighted sum of the enabled losses.
         loss_mlm / loss_mem / loss_etm / loss_siglep: each loss (None when switched off).
-        mlm_logits: (num_masked_tokens, vocab) logits at the masked positions only.
+        mlm_logits: with MLM `labels`, (num_masked_tokens, vocab) logits at the masked positions only (what the
+            loss needs); without, (batch, length, vocab) logits at every position.
         mem_predictions: (batch, num_tokens, leads * samples_per_token) reconstructed patches.
-        etm_logits: (batch,) ECG-text matching logits.
+        etm_logits: ECG-text matching logits, (batch,) for the binary head or (batch, 2) for the two-class head.
+        etm_probs: (batch,) probability that each ECG-text pair matches (either head).
         logits_per_ecg: (batch, batch) Siglep logits of the local batch.
     """
 
@@ -96,6 +98,7 @@ class CMELTForPreTrainingOutput(ModelOutput):
     mlm_logits: torch.FloatTensor | None = None
     mem_predictions: torch.FloatTensor | None = None
     etm_logits: torch.FloatTensor | None = None
+    etm_probs: torch.FloatTensor | None = None
     logits_per_ecg: torch.FloatTensor | None = None
 
 
@@ -334,6 +337,9 @@ class CMELTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
     _no_split_modules = ["CMELTECGLayer", "CMELTFusionLayer", "CMELTMEMDecoderLayer", "T5Block", "BertLayer"]
+    # learned tokens, type embeddings and SigLIP's scale/bias are not weights to shrink (as SigLIP / open_clip);
+    # the Trainer leaves parameters whose name matches one of these out of weight decay, besides norms and biases
+    no_weight_decay_patterns = (r"cls_token", r"mask_token", r"modality_type_embeddings", r"logit_scale", r"logit_bias")
 
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
         """Save weights (safetensors), the config with the full `auto_map` and the zero-shot pipeline, and every
@@ -348,11 +354,14 @@ class CMELTPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, CMELTECGModel):
             init.normal_(module.cls_token, std=module.config.initializer_range)
-        elif isinstance(module, CMELTPositionalConvEmbedding):
-            std = 2 * math.sqrt(1 / (module.conv.kernel_size[0] * module.conv.in_channels))
-            init.normal_(module.conv.parametrizations.weight.original1, std=std)
-            init.ones_(module.conv.parametrizations.weight.original0)
-            init.zeros_(module.conv.bias)
+        elif isinstance(module, nn.Conv1d) and nn.utils.parametrize.is_parametrized(module, "weight"):
+            # the positional conv itself (it holds the bias directly): transformers 5 skips modules without direct
+            # parameters under remote code, so a branch on CMELTPositionalConvEmbedding would never run.
+            # wav2vec 2.0 / reference init: v ~ N(0, 4 / (kernel * channels)), g = |v| so that weight = v.
+            direction = module.parametrizations.weight.original1
+            init.normal_(direction, std=2 * math.sqrt(1 / (module.kernel_size[0] * module.in_channels)))
+            init.copy_(module.parametrizations.weight.original0, direction.norm(dim=(0, 1), keepdim=True))
+            init.zeros_(module.bias)
         elif isinstance(module, CMELTMEMDecoder):
             init.normal_(module.mask_token, std=self.config.initializer_range)
         elif isinstance(module, CMELTModel) and module.logit_scale is not None:
@@ -477,10 +486,16 @@ class CMELTModel(CMELTPreTrainedModel):
         self.ecg_model = CMELTECGModel._from_config(config.ecg_config)
         self.text_model = AutoModelForTextEncoding.from_config(config.text_config)
         ecg_hidden, text_hidden = config.ecg_config.hidden_size, config.text_hidden_size
-        self.ecg_pooler = CMELTPooler(ecg_hidden)
-        self.ecg_projection = nn.Linear(ecg_hidden, config.projection_dim)
-        self.text_pooler = CMELTPooler(text_hidden)
-        self.text_projection = nn.Linear(text_hidden, config.projection_dim)
+        if config.siglep_head == "fusion_projection":
+            # projection first (these Linears are also the fusion's input projections), then the pooler
+            width = config.fusion_hidden_size
+            self.ecg_projection, self.ecg_pooler = nn.Linear(ecg_hidden, width), CMELTPooler(width)
+            self.text_projection, self.text_pooler = nn.Linear(text_hidden, width), CMELTPooler(width)
+        else:
+            self.ecg_pooler = CMELTPooler(ecg_hidden)
+            self.ecg_projection = nn.Linear(ecg_hidden, config.projection_dim)
+            self.text_pooler = CMELTPooler(text_hidden)
+            self.text_projection = nn.Linear(text_hidden, config.projection_dim)
         if config.siglep_learnable_scale:
             self.logit_scale = nn.Parameter(torch.empty(1))
             self.logit_bias = nn.Parameter(torch.empty(1))
@@ -499,7 +514,12 @@ class CMELTModel(CMELTPreTrainedModel):
         return self.logit_scale.exp(), self.logit_bias
 
     def _project(self, pooled: torch.Tensor, pooler: CMELTPooler, projection: nn.Linear) -> torch.Tensor:
-        embeds = projection(pooler(pooled))
+        # "fusion_projection" projects each token, then pools; token 0 and the mean commute with a Linear, so
+        # projecting the pooled vector gives the same embedding for a fraction of the work
+        if self.config.siglep_head == "fusion_projection":
+            embeds = pooler(projection(pooled))
+        else:
+            embeds = projection(pooler(pooled))
         if self.config.siglep_normalize:
             embeds = nn.functional.normalize(embeds, dim=-1)
         return embeds
@@ -603,11 +623,16 @@ class CMELTFusion(nn.Module):
     """Projects both towers to the fusion width, adds modality-type embeddings (text 0, ECG 1), and runs
     `fusion_num_layers` layers per modality, each stream attending to the other's previous-layer states."""
 
-    def __init__(self, config: CMELTConfig):
+    def __init__(self, config: CMELTConfig, project_inputs: bool = True):
         super().__init__()
         self.config = config
-        self.text_input_projection = nn.Linear(config.text_hidden_size, config.fusion_hidden_size)
-        self.ecg_input_projection = nn.Linear(config.ecg_config.hidden_size, config.fusion_hidden_size)
+        # without its own input projections, the fusion takes states already at its width (the Siglep head's
+        # projections when `siglep_head="fusion_projection"`, as in the reference code)
+        if project_inputs:
+            self.text_input_projection = nn.Linear(config.text_hidden_size, config.fusion_hidden_size)
+            self.ecg_input_projection = nn.Linear(config.ecg_config.hidden_size, config.fusion_hidden_size)
+        else:
+            self.text_input_projection = self.ecg_input_projection = nn.Identity()
         self.modality_type_embeddings = nn.Embedding(2, config.fusion_hidden_size)
         self.text_layers = nn.ModuleList(CMELTFusionLayer(config) for _ in range(config.fusion_num_layers))
         self.ecg_layers = nn.ModuleList(CMELTFusionLayer(config) for _ in range(config.fusion_num_layers))
@@ -649,11 +674,13 @@ class CMELTMEMDecoderLayer(GradientCheckpointingLayer):
 
     def __init__(self, config: CMELTConfig):
         super().__init__()
-        width = config.mem_decoder_hidden_size
-        self.attention_norm = nn.LayerNorm(width, eps=1e-6)
+        width, eps = config.mem_decoder_hidden_size, config.mem_decoder_layer_norm_eps
+        self.attention_norm = nn.LayerNorm(width, eps=eps)
         self.attention = CMELTAttention(config, width, config.mem_decoder_num_attention_heads, 0.0)
-        self.feed_forward_norm = nn.LayerNorm(width, eps=1e-6)
-        self.feed_forward = CMELTFeedForward(width, config.mem_decoder_intermediate_size, "gelu", 0.0)
+        self.feed_forward_norm = nn.LayerNorm(width, eps=eps)
+        self.feed_forward = CMELTFeedForward(
+            width, config.mem_decoder_intermediate_size, config.mem_decoder_hidden_act, 0.0
+        )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = hidden_states + self.attention(self.attention_norm(hidden_states))
@@ -680,7 +707,7 @@ class CMELTMEMDecoder(nn.Module):
         self.embed = nn.Linear(config.fusion_hidden_size, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
         self.layers = nn.ModuleList(CMELTMEMDecoderLayer(config) for _ in range(config.mem_decoder_num_layers))
-        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.norm = nn.LayerNorm(width, eps=config.mem_decoder_layer_norm_eps)
         ecg_config = config.ecg_config
         self.predictor = nn.Linear(width, ecg_config.num_leads * ecg_config.samples_per_token)
 
@@ -703,8 +730,9 @@ class CMELTMEMDecoder(nn.Module):
 class CMELTForPreTraining(CMELTModel):
     """C-MELT pretraining: one forward computes MLM, MEM, ETM and Siglep (any of them can be switched off).
 
-    The ECG tower sees only the tokens kept by MAE-style masking; the text tower sees the MLM-masked report
-    actually paired with the ECG (an N3S negative when `is_aligned` is 0).
+    The ECG tower sees only the tokens kept by MAE-style masking. Fusion and MLM see the MLM-masked report actually
+    paired with the ECG (a negative when `is_aligned` is 0); Siglep sees that report unmasked
+    (`siglep_clean_text`), as zero-shot scoring does.
     """
 
     _keys_to_ignore_on_load_unexpected = None
@@ -713,14 +741,29 @@ class CMELTForPreTraining(CMELTModel):
         CMELTPreTrainedModel.__init__(self, config)
         self._build_dual_encoder(config)
         needs_fusion = config.use_mlm or config.use_mem or config.use_etm
-        self.fusion = CMELTFusion(config) if needs_fusion else None
+        shared_projections = config.siglep_head == "fusion_projection"
+        self.fusion = CMELTFusion(config, project_inputs=not shared_projections) if needs_fusion else None
         self.mlm_head = CMELTMLMHead(config) if config.use_mlm else None
         self.mem_decoder = CMELTMEMDecoder(config) if config.use_mem else None
         if config.use_etm:
             self.etm_text_pooler = CMELTPooler(config.fusion_hidden_size)
             self.etm_ecg_pooler = CMELTPooler(config.fusion_hidden_size)
-            self.etm_head = nn.Linear(2 * config.fusion_hidden_size, 1)
+            self.etm_head = nn.Linear(2 * config.fusion_hidden_size, 2 if config.etm_head == "two_class" else 1)
         self.post_init()
+
+    def _fusion_inputs(self, text_states: torch.Tensor, ecg_states: torch.Tensor):
+        """With the reference head, the Siglep projections are the fusion's input projections."""
+        if self.config.siglep_head == "fusion_projection":
+            return self.text_projection(text_states), self.ecg_projection(ecg_states)
+        return text_states, ecg_states
+
+    def _siglep_text_states(self, input_ids, attention_mask, labels, masked_states):
+        """Text states for Siglep: of the report before MLM masking (restored from `labels`) when
+        `siglep_clean_text`, else the masked report's own states."""
+        if not self.config.siglep_clean_text or labels is None or not (labels != -100).any():
+            return masked_states
+        clean_ids = torch.where(labels != -100, labels, input_ids)
+        return self.encode_text(clean_ids, attention_mask)[0].last_hidden_state
 
     def forward(
         self,
@@ -738,8 +781,9 @@ class CMELTForPreTraining(CMELTModel):
         r"""
         input_values (batch, 12, samples), lead_mask (batch, 12): the ECGs (lead masking already applied).
         input_ids, attention_mask (batch, length): the reports fed to the model, MLM-masked.
-        labels (batch, length): MLM targets, -100 where a token was not masked.
-        is_aligned (batch,): 1 if the report belongs to the ECG, 0 for an N3S negative (ETM target, Siglep diagonal).
+        labels (batch, length): MLM targets, -100 where a token was not masked. Without labels no MLM loss is
+            computed and `mlm_logits` covers every position.
+        is_aligned (batch,): 1 if the report belongs to the ECG, 0 for a negative (ETM target, Siglep diagonal).
         ecg_report_ids / text_report_ids (batch,): report ids of the ECG's own report and of the text fed; used by
             duplicate-aware Siglep (identical reports are positives).
         noise (batch, num_tokens): fixes which ECG tokens MEM drops.
@@ -752,8 +796,8 @@ class CMELTForPreTraining(CMELTModel):
             is_aligned = torch.ones(batch, device=input_values.device)
         elif tuple(is_aligned.shape) != (batch,):
             raise ValueError(f"is_aligned must have shape ({batch},); got {tuple(is_aligned.shape)}")
-        if config.use_mlm and labels is None:
-            raise ValueError("use_mlm is on: pass MLM `labels` (batch, length) with -100 on unmasked tokens")
+        if labels is not None and labels.shape != input_ids.shape:
+            raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}; got {tuple(labels.shape)}")
         if config.siglep_duplicate_aware and (ecg_report_ids is None or text_report_ids is None):
             raise ValueError("siglep_duplicate_aware needs ecg_report_ids and text_report_ids (batch,)")
 
@@ -764,7 +808,8 @@ class CMELTForPreTraining(CMELTModel):
 
         if config.use_siglep:
             ecg_embeds = self._project(ecg_output.pooler_output, self.ecg_pooler, self.ecg_projection)
-            text_pooled = pool_sequence(text_output.last_hidden_state, attention_mask, config.text_pooling)
+            text_states = self._siglep_text_states(input_ids, attention_mask, labels, text_output.last_hidden_state)
+            text_pooled = pool_sequence(text_states, attention_mask, config.text_pooling)
             text_embeds = self._project(text_pooled, self.text_pooler, self.text_projection)
             scale, bias = self.logit_scale_and_bias()
             ids = (ecg_report_ids, text_report_ids) if config.siglep_duplicate_aware else (None, None)
@@ -772,14 +817,12 @@ class CMELTForPreTraining(CMELTModel):
             outputs["logits_per_ecg"] = ecg_embeds @ text_embeds.t() * scale + bias
 
         if self.fusion is not None:
-            text_fused, ecg_stream = self.fusion(text_output.last_hidden_state, attention_mask, ecg_output.last_hidden_state)
+            text_states, ecg_states = self._fusion_inputs(text_output.last_hidden_state, ecg_output.last_hidden_state)
+            text_fused, ecg_stream = self.fusion(text_states, attention_mask, ecg_states)
             if config.use_mlm:
-                masked_positions = labels != -100
-                outputs["mlm_logits"] = self.mlm_head(text_fused[masked_positions])
-                if masked_positions.any():
-                    losses["mlm"] = mlm_loss(outputs["mlm_logits"], labels[masked_positions])
-                else:  # short reports can leave a batch with nothing masked; keep the graph whole for DDP
-                    losses["mlm"] = outputs["mlm_logits"].sum() * 0.0
+                losses_mlm, outputs["mlm_logits"] = self._mlm(text_fused, labels)
+                if losses_mlm is not None:
+                    losses["mlm"] = losses_mlm
             if config.use_mem:
                 ecg_config = config.ecg_config
                 predictions = self.mem_decoder(ecg_stream[config.mem_fusion_layer - 1], ecg_output.ids_restore)
@@ -791,7 +834,9 @@ class CMELTForPreTraining(CMELTModel):
                 pooled = torch.cat(
                     [self.etm_text_pooler(text_fused[:, 0]), self.etm_ecg_pooler(ecg_stream[-1][:, 0])], dim=-1
                 )
-                outputs["etm_logits"] = self.etm_head(pooled).squeeze(-1)
+                etm_logits = self.etm_head(pooled)
+                outputs["etm_logits"] = etm_logits if config.etm_head == "two_class" else etm_logits.squeeze(-1)
+                outputs["etm_probs"] = etm_match_probability(outputs["etm_logits"])
                 losses["etm"] = etm_loss(outputs["etm_logits"], is_aligned)
 
         weights = {
@@ -804,6 +849,16 @@ class CMELTForPreTraining(CMELTModel):
         return CMELTForPreTrainingOutput(
             loss=total, **{f"loss_{name}": value for name, value in losses.items()}, **outputs
         )
+
+    def _mlm(self, text_fused: torch.Tensor, labels: torch.Tensor | None):
+        """(loss, logits): logits at the masked positions only when training, at every position without labels."""
+        if labels is None:
+            return None, self.mlm_head(text_fused)
+        masked_positions = labels != -100
+        logits = self.mlm_head(text_fused[masked_positions])
+        if not masked_positions.any():  # short reports can leave a batch with nothing masked; keep DDP's graph whole
+            return logits.sum() * 0.0, logits
+        return mlm_loss(logits, labels[masked_positions]), logits
 
 
 # ------------------------------------------------------------------------------------------ classification

@@ -103,16 +103,16 @@ class CMELTProcessor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return list(self.feature_extractor.model_input_names) + list(self.tokenizer.model_input_names)
 
-    @property
-    def mask_token_id(self) -> int:
-        """The tokenizer's mask token, or for T5-style tokenizers (which have none) the sentinel `<extra_id_0>`."""
+    def mask_token_id(self, fallback_token: str = "<extra_id_0>") -> int:
+        """The tokenizer's mask token, or for tokenizers without one (T5) `fallback_token` (the model config's
+        `mlm_mask_token`, a sentinel by default)."""
         if getattr(self.tokenizer, "mask_token", None) is not None and self.tokenizer.mask_token_id is not None:
             return int(self.tokenizer.mask_token_id)
-        sentinel_id = self.tokenizer.convert_tokens_to_ids("<extra_id_0>")
+        sentinel_id = self.tokenizer.convert_tokens_to_ids(fallback_token)
         if sentinel_id is not None and sentinel_id != self.tokenizer.unk_token_id:
             return int(sentinel_id)
         raise ValueError(
-            f"{type(self.tokenizer).__name__} has neither a mask token nor a '<extra_id_0>' sentinel; add one "
+            f"{type(self.tokenizer).__name__} has neither a mask token nor a {fallback_token!r} token; add one "
             "(tokenizer.add_special_tokens({'mask_token': '[MASK]'})) and resize the text embeddings"
         )
 
@@ -122,11 +122,12 @@ class CMELTProcessor(ProcessorMixin):
         attention_mask=None,
         mlm_probability: float = 0.25,
         generator=None,
+        mask_token: str = "<extra_id_0>",
     ):
         """BERT-style masking for the MLM objective: the one place the convention lives.
 
         Each non-special, non-padding token is selected with probability `mlm_probability`; of the selected, 80 %
-        become `mask_token_id`, 10 % a random ordinary token, 10 % stay unchanged. Returns
+        become the mask token (the tokenizer's, else `mask_token`), 10 % a random ordinary token, 10 % stay unchanged. Returns
         `(masked_input_ids, labels)` with `labels` = original id on selected tokens and -100 elsewhere. Passing a
         seeded `torch.Generator` makes the result deterministic. `input_ids` is not modified.
         """
@@ -152,7 +153,7 @@ class CMELTProcessor(ProcessorMixin):
         )
         random_ids = ordinary_ids[torch.randint(len(ordinary_ids), input_ids.shape, generator=generator)].to(device)
         masked = input_ids.clone()
-        masked[selected & (action < 0.8)] = self.mask_token_id
+        masked[selected & (action < 0.8)] = self.mask_token_id(mask_token)
         use_random = selected & (action >= 0.8) & (action < 0.9)
         masked[use_random] = random_ids[use_random]
         return masked, labels

@@ -2,11 +2,12 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
-from modeling_cmelt.loss_cmelt import etm_loss, mem_loss, mlm_loss, patchify_ecg, siglep_loss, siglep_targets
+from modeling_cmelt.loss_cmelt import etm_loss, etm_match_probability, mem_loss, mlm_loss, patchify_ecg, siglep_loss, siglep_targets
 
 
 def log_sigmoid(x: float) -> float:
@@ -74,23 +75,56 @@ def test_mem_loss_ignores_visible_tokens():
     assert torch.allclose(mem_loss(changed, targets, token_mask), loss)
 
 
-def test_patchify_cuts_and_normalises_per_lead_patch():
+def test_patchify_cuts_the_record_into_lead_major_patches():
     signal = torch.arange(2 * 3 * 10, dtype=torch.float32).reshape(2, 3, 10)
     patches = patchify_ecg(signal, num_tokens=2, samples_per_token=4, normalize=False)
     assert patches.shape == (2, 2, 12)
     # token 1 of sample 0 holds samples 4..7 of lead 0, then lead 1, then lead 2
     assert patches[0, 1].tolist() == [4, 5, 6, 7, 14, 15, 16, 17, 24, 25, 26, 27]
-    normed = patchify_ecg(signal, 2, 4, normalize=True).reshape(2, 2, 3, 4)
-    assert torch.allclose(normed.mean(-1), torch.zeros(2, 2, 3), atol=1e-5)
-    assert torch.allclose(normed.var(-1, unbiased=False), torch.ones(2, 2, 3), atol=1e-3)
     flat = patchify_ecg(torch.zeros(1, 3, 8), 2, 4, normalize=True)
     assert torch.equal(flat, torch.zeros_like(flat))
+
+
+def test_mem_targets_follow_the_reference_rule_whole_lead_zscore_then_patches():
+    """Reference rule: cut to tokens * samples_per_token, z-score each lead over that whole record (unbiased
+    variance, eps 1e-6 under the root), then cut into patches. A hand computation in numpy."""
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(2, 3, 27)).astype(np.float32)
+    used = signal[:, :, :24]
+    mean = used.mean(axis=-1, keepdims=True)
+    var = used.var(axis=-1, ddof=1, keepdims=True)
+    normed = (used - mean) / np.sqrt(var + 1e-6)
+    expected = normed.reshape(2, 3, 4, 6).transpose(0, 2, 1, 3).reshape(2, 4, 18)
+    got = patchify_ecg(torch.from_numpy(signal), num_tokens=4, samples_per_token=6, normalize=True)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mem_targets_keep_a_flat_baseline_small():
+    """One beat-like bump on a flat, slightly noisy baseline: the baseline patches must stay near zero, not be
+    blown up to unit variance (per-patch normalisation made them std ~1)."""
+    generator = torch.Generator().manual_seed(0)
+    signal = 0.01 * torch.randn(1, 1, 4992, generator=generator)
+    signal[0, 0, 2000:2080] += torch.hann_window(80) * 1.5
+    patches = patchify_ecg(signal, num_tokens=312, samples_per_token=16, normalize=True)[0]
+    baseline = patches[torch.cat([torch.arange(0, 120), torch.arange(135, 312)])]
+    assert baseline.std().item() < 0.2
 
 
 def test_etm_loss_is_binary_cross_entropy():
     logits, aligned = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 0.0])
     expected = -(math.log(1 / (1 + math.exp(-2.0))) + math.log(1 - 1 / (1 + math.exp(1.0))) + math.log(1 - 1 / (1 + math.exp(-0.5)))) / 3
     assert etm_loss(logits, aligned).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_two_class_etm_loss_is_cross_entropy_with_class_one_aligned():
+    logits, aligned = torch.tensor([[0.0, 2.0], [1.0, -1.0]]), torch.tensor([1.0, 0.0])
+    expected = -(math.log(math.exp(2) / (1 + math.exp(2))) + math.log(math.exp(1) / (math.exp(1) + math.exp(-1)))) / 2
+    assert etm_loss(logits, aligned).item() == pytest.approx(expected, rel=1e-6)
+    probs = etm_match_probability(logits)
+    assert probs.tolist() == pytest.approx([math.exp(2) / (1 + math.exp(2)), math.exp(-1) / (math.exp(1) + math.exp(-1))])
+    # the binary head's probability is the sigmoid of its logit: a two-class head with logits (0, z) agrees
+    z = torch.tensor([0.3, -2.0])
+    assert torch.allclose(etm_match_probability(z), etm_match_probability(torch.stack([torch.zeros(2), z], 1)))
 
 
 def test_mlm_loss_ignores_unmasked_positions():

@@ -92,22 +92,31 @@ def test_processor_round_trip_with_remote_code(processor, tmp_path):
     assert type(loaded).__name__ == "CMELTProcessor"
     assert type(loaded.feature_extractor).__name__ == "CMELTFeatureExtractor"
     assert loaded.feature_extractor.normalization == "zscore"
-    assert loaded.mask_token_id == processor.mask_token_id
+    assert loaded.mask_token_id() == processor.mask_token_id()
     text = ["sinus bradycardia", "first degree av block"]
     assert torch.equal(loaded(text=text)["input_ids"], processor(text=text)["input_ids"])
 
 
 def test_mask_token_id_variants(processor):
     assert processor.tokenizer.mask_token is None
-    assert processor.mask_token_id == processor.tokenizer.convert_tokens_to_ids("<extra_id_0>")
+    assert processor.mask_token_id() == processor.tokenizer.convert_tokens_to_ids("<extra_id_0>")
     vocab = {"[PAD]": 0, "[UNK]": 1, "[MASK]": 2, "sinus": 3, "rhythm": 4}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     with_mask = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]")
-    assert CMELTProcessor(CMELTFeatureExtractor(), with_mask).mask_token_id == 2
+    assert CMELTProcessor(CMELTFeatureExtractor(), with_mask).mask_token_id() == 2
     without = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
     with pytest.raises(ValueError, match="mask token"):
-        CMELTProcessor(CMELTFeatureExtractor(), without).mask_token_id
+        CMELTProcessor(CMELTFeatureExtractor(), without).mask_token_id()
+
+
+def test_mask_tokens_uses_the_configured_mask_token(processor):
+    """The model config's `mlm_mask_token` is the token MLM masking writes (T5 has no mask token)."""
+    sentinel = "<extra_id_5>"
+    ids = processor(text=["sinus rhythm normal ecg with first degree av block"] * 8)["input_ids"]
+    masked, labels = processor.mask_tokens(ids, mlm_probability=0.9, generator=torch.Generator().manual_seed(0), mask_token=sentinel)
+    written = set(masked[labels != -100].tolist()) & {processor.tokenizer.convert_tokens_to_ids(t) for t in ("<extra_id_0>", sentinel)}
+    assert written == {processor.tokenizer.convert_tokens_to_ids(sentinel)}
 
 
 def _batch(processor, size=64):
@@ -139,7 +148,7 @@ def test_mask_tokens_rates(processor):
     selected = labels != -100
     rate = selected.sum().item() / candidates.sum().item()
     assert abs(rate - 0.25) < 0.02
-    to_mask = (masked == processor.mask_token_id) & selected
+    to_mask = (masked == processor.mask_token_id()) & selected
     unchanged = (masked == ids) & selected
     assert abs(to_mask.sum().item() / selected.sum().item() - 0.8) < 0.04
     assert abs(unchanged.sum().item() / selected.sum().item() - 0.1) < 0.04  # plus rare random == original

@@ -39,7 +39,7 @@ from train_scripts.zero_shot import ecg_embeddings, evaluate_zero_shot, save_eva
 
 VARIANTS = {
     "C-MELT": {},
-    "-N3S": {"use_n3s": False},
+    "-N3S": {"negatives": "random"},  # the paper's -N3S: random negatives instead of the farthest reports
     "-Siglep": {"use_siglep": False},
 }
 
@@ -128,7 +128,7 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
         report_to="tensorboard",
         disable_tqdm=False,
     )
-    data_args = CMELTDataArguments(use_n3s=overrides.get("use_n3s", True), lead_mask_prob=args.lead_mask_prob)
+    data_args = CMELTDataArguments(negatives=overrides.get("negatives", "n3s"), lead_mask_prob=args.lead_mask_prob)
     evaluation_subset = evaluation_set.select(range(min(1000, len(evaluation_set))))
 
     def evaluator(model):

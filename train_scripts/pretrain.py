@@ -67,7 +67,14 @@ class CMELTDataArguments:
         default=None, metadata={"help": "report encoder of the N3S cache (e.g. a local flan-t5-small folder)"}
     )
     n3s_k: int = field(default=64, metadata={"help": "N3S candidates per report"})
-    use_n3s: bool = field(default=True, metadata={"help": "swap half of the texts for N3S negatives"})
+    negatives: str = field(
+        default="n3s",
+        metadata={
+            "help": "negative texts: n3s (farthest reports, the paper), random (another report of the batch: the "
+            "paper's -N3S ablation) or none (every pair aligned)",
+            "choices": ["n3s", "random", "none"],
+        },
+    )
     negative_fraction: float = field(default=0.5, metadata={"help": "fraction of each batch given a negative text"})
     lead_mask_prob: float = field(default=0.5, metadata={"help": "random lead masking probability"})
     mlm_probability: float | None = field(default=None, metadata={"help": "default: the model config's (0.25)"})
@@ -185,7 +192,7 @@ def _with_n3s(train_dataset, data_args: CMELTDataArguments):
     if data_args.n3s_encoder is None:
         raise ValueError(
             "N3S needs the encoder that embedded the reports: pass --n3s_encoder (the path given to cmelt-n3s), "
-            "or --use_n3s false"
+            "or --negatives random"
         )
     train_dataset = add_n3s_column(train_dataset, cache_dir, data_args.n3s_encoder, k=data_args.n3s_k)
     return train_dataset, ReportTable.load(cache_dir).texts
@@ -209,7 +216,7 @@ def pretrain(
             raise ValueError("pass --dataset_path (a converted corpus) or run with no arguments for the demo")
         corpus = load_from_disk(data_args.dataset_path)
         train_dataset = corpus["train"] if "train" in corpus else corpus
-        if data_args.use_n3s and report_texts is None:
+        if data_args.negatives == "n3s" and report_texts is None:
             train_dataset, report_texts = _with_n3s(train_dataset, data_args)
     if hasattr(train_dataset, "with_format"):
         train_dataset = train_dataset.with_format("numpy")  # whole arrays per row, not nested Python lists
@@ -217,8 +224,10 @@ def pretrain(
     processor = processor or build_processor(model_args, model.config)
     collator = CMELTPretrainingCollator(
         processor=processor,
-        report_texts=report_texts if data_args.use_n3s else None,
+        report_texts=report_texts if data_args.negatives == "n3s" else None,
+        negatives=data_args.negatives,
         mlm_probability=data_args.mlm_probability or model.config.mlm_probability,
+        mlm_mask_token=model.config.mlm_mask_token,
         lead_mask_prob=data_args.lead_mask_prob,
         negative_fraction=data_args.negative_fraction,
         max_length=data_args.max_text_length or model.config.max_text_length,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from collections import defaultdict
 from collections.abc import Callable
 
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -91,6 +93,12 @@ class CMELTPretrainingTrainer(Trainer):
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """transformers' choice (no decay on norms and biases) minus the model's `no_weight_decay_patterns`."""
+        patterns = getattr(model, "no_weight_decay_patterns", ())
+        names = super().get_decay_parameter_names(model)
+        return [name for name in names if not any(re.search(pattern, name) for pattern in patterns)]
+
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         outputs = model(**inputs)
         if model.training:
@@ -98,8 +106,8 @@ class CMELTPretrainingTrainer(Trainer):
                 value = outputs.get(name)
                 if value is not None:
                     self._track(name, value)
-            if outputs.get("etm_logits") is not None:
-                predicted = (outputs["etm_logits"] > 0).float()
+            if outputs.get("etm_probs") is not None:
+                predicted = (outputs["etm_probs"] > 0.5).float()
                 self._track("etm_accuracy", (predicted == inputs["is_aligned"]).float().mean())
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
