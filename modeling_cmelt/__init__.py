@@ -5,6 +5,7 @@ folder loads with `AutoModel.from_pretrained(folder)`; without the package insta
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForPreTraining
 
 from .configuration_cmelt import CMELTConfig, CMELTECGConfig
+from .feature_extraction_cmelt import CMELTFeatureExtractor
 from .modeling_cmelt import (
     CMELTECGModel,
     CMELTForECGClassification,
@@ -13,6 +14,7 @@ from .modeling_cmelt import (
     CMELTPreTrainedModel,
 )
 from .pipeline_cmelt import ZeroShotECGClassificationPipeline, register_pipeline
+from .processing_cmelt import CMELTProcessor
 
 register_pipeline()
 AutoConfig.register(CMELTConfig.model_type, CMELTConfig, exist_ok=True)
@@ -25,6 +27,8 @@ AutoModelForAudioClassification.register(CMELTConfig, CMELTForECGClassification,
 __all__ = [
     "CMELTConfig",
     "CMELTECGConfig",
+    "CMELTFeatureExtractor",
+    "CMELTProcessor",
     "CMELTPreTrainedModel",
     "CMELTECGModel",
     "CMELTModel",

@@ -85,9 +85,10 @@ def label_texts_for(
 @torch.no_grad()
 def encode_label_texts(model, tokenizer, label_texts: Mapping[str, Sequence[str]], max_length: int | None = None):
     """(num_labels, projection_dim) label embeddings: mean of each label's text embeddings, renormalised when the
-    model L2-normalises its embeddings. Texts are cleaned with `clean_report`, as the reports were in pretraining."""
-    # reports were cleaned (lower case, no punctuation) for pretraining; prompts must look the same
-    flat = [clean_report(text) for texts in label_texts.values() for text in texts]
+    model L2-normalises its embeddings. Texts are normalised as `config.text_cleaning` says: "report" cleans them
+    like the pretraining reports (`clean_report`), "lowercase" only lower-cases them (the reference code)."""
+    normalise = clean_report if model.config.text_cleaning == "report" else str.lower
+    flat = [normalise(text) for texts in label_texts.values() for text in texts]
     max_length = max_length or model.config.max_text_length
     encoded = tokenizer(flat, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
     encoded = {k: v.to(model.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
