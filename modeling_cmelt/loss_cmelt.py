@@ -59,12 +59,6 @@ def etm_match_probability(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().sigmoid()
 
 
-def _data_parallel_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _gather_rows(tensor: torch.Tensor, sizes: list[int], with_grad: bool) -> torch.Tensor:
     """All-gather tensors whose first dimension differs across ranks (padded to the largest, then cut)."""
     padding = tensor.new_zeros((max(sizes) - tensor.shape[0], *tensor.shape[1:]))
@@ -110,8 +104,13 @@ def siglep_loss(
     is_aligned: torch.Tensor | None = None,
     ecg_report_ids: torch.Tensor | None = None,
     text_report_ids: torch.Tensor | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> torch.Tensor:
     """SigLIP sigmoid loss of local ECG rows against every text of the global batch.
+
+    `rank` and `world_size` say where this process stands in data-parallel training (as open_clip's losses take
+    them); with `world_size > 1` torch.distributed must be initialised.
 
     Single process: -1/B sum_ij log sigmoid(y_ij * z_ij), z = scale * ecg @ text.T + bias.
     Data-parallel: each rank scores its own ECGs against all ranks' texts (gathered *with* gradient) and
@@ -119,7 +118,6 @@ def siglep_loss(
     loss on the concatenated batch, and so do the gradients after DDP's averaging (the all-gather's backward
     routes each text's gradient from every rank back to its owner). Ranks may hold different batch sizes.
     """
-    rank, world_size = _data_parallel_world()
     local_batch = ecg_embeds.shape[0]
     row_offset, global_batch = 0, local_batch
     if world_size > 1:

@@ -296,13 +296,6 @@ def check_ecg_input(input_values: torch.Tensor, config: CMELTECGConfig, lead_mas
         raise ValueError(f"lead_mask must have shape (batch, {leads}) = {(batch, leads)}; got {tuple(lead_mask.shape)}")
 
 
-# Every Auto class a saved C-MELT folder answers to; one checkpoint serves them all (see the module map above).
-HUB_AUTO_MAP = {
-    "AutoConfig": "configuration_cmelt.CMELTConfig",
-    "AutoModel": "modeling_cmelt.CMELTModel",
-    "AutoModelForPreTraining": "modeling_cmelt.CMELTForPreTraining",
-    "AutoModelForAudioClassification": "modeling_cmelt.CMELTForECGClassification",
-}
 HUB_CUSTOM_PIPELINES = {
     "zero-shot-ecg-classification": {
         "impl": "pipeline_cmelt.ZeroShotECGClassificationPipeline",
@@ -344,7 +337,7 @@ class CMELTPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
         """Save weights (safetensors), the config with the full `auto_map` and the zero-shot pipeline, and every
         code and data file of this folder (feature extractor, processor, pipeline, label descriptions)."""
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **HUB_AUTO_MAP}
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **hub_auto_map()}
         self.config.custom_pipelines = HUB_CUSTOM_PIPELINES
         super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
         if is_main_process:
@@ -776,6 +769,8 @@ class CMELTForPreTraining(CMELTModel):
         ecg_report_ids: torch.Tensor | None = None,
         text_report_ids: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        data_parallel_rank: int = 0,
+        data_parallel_world_size: int = 1,
         **kwargs,
     ) -> CMELTForPreTrainingOutput:
         r"""
@@ -787,6 +782,8 @@ class CMELTForPreTraining(CMELTModel):
         ecg_report_ids / text_report_ids (batch,): report ids of the ECG's own report and of the text fed; used by
             duplicate-aware Siglep (identical reports are positives).
         noise (batch, num_tokens): fixes which ECG tokens MEM drops.
+        data_parallel_rank / data_parallel_world_size: this process's place in data-parallel training, so Siglep
+            scores local ECGs against the global batch's texts (the Trainer passes its accelerator's).
         """
         config = self.config
         batch = input_values.shape[0]
@@ -813,7 +810,9 @@ class CMELTForPreTraining(CMELTModel):
             text_embeds = self._project(text_pooled, self.text_pooler, self.text_projection)
             scale, bias = self.logit_scale_and_bias()
             ids = (ecg_report_ids, text_report_ids) if config.siglep_duplicate_aware else (None, None)
-            losses["siglep"] = siglep_loss(ecg_embeds, text_embeds, scale, bias, is_aligned, *ids)
+            losses["siglep"] = siglep_loss(
+                ecg_embeds, text_embeds, scale, bias, is_aligned, *ids, data_parallel_rank, data_parallel_world_size
+            )
             outputs["logits_per_ecg"] = ecg_embeds @ text_embeds.t() * scale + bias
 
         if self.fusion is not None:
@@ -893,6 +892,14 @@ class CMELTForECGClassification(CMELTPreTrainedModel):
         """Linear probing: no gradient to the encoder, which then also runs without dropout."""
         self.encoder_frozen = frozen
         self.ecg_model.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        """A frozen encoder stays in eval mode (no dropout) while the head trains."""
+        super().train(mode)
+        if self.encoder_frozen:
+            self.ecg_model.eval()
+        return self
 
     def forward(
         self,
@@ -902,7 +909,6 @@ class CMELTForECGClassification(CMELTPreTrainedModel):
         **kwargs,
     ) -> SequenceClassifierOutput:
         if self.encoder_frozen:
-            self.ecg_model.eval()
             with torch.no_grad():
                 pooled = self.ecg_model(input_values, lead_mask=lead_mask).pooler_output
         else:
@@ -927,6 +933,13 @@ class CMELTForECGClassification(CMELTPreTrainedModel):
 CMELTModel.register_for_auto_class("AutoModel")
 CMELTForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 CMELTForECGClassification.register_for_auto_class("AutoModelForAudioClassification")
+
+
+def hub_auto_map() -> dict[str, str]:
+    """Every Auto class a saved C-MELT folder answers to (one checkpoint serves them all), from the
+    `register_for_auto_class` calls: transformers itself writes only the saved class's entry."""
+    classes = (CMELTConfig, CMELTModel, CMELTForPreTraining, CMELTForECGClassification)
+    return {cls._auto_class: f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}" for cls in classes}
 
 __all__ = [
     "CMELTPreTrainedModel",

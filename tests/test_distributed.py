@@ -54,7 +54,7 @@ WORKER = textwrap.dedent(
         model, config = build()
         ddp = DistributedDataParallel(model)
         batch = {k: v[2 * rank : 2 * rank + 2] for k, v in make_batch(config).items()}
-        output = ddp(**batch)
+        output = ddp(**batch, data_parallel_rank=rank, data_parallel_world_size=dist.get_world_size())
         output.loss.backward()
         losses = torch.stack([output.loss.detach(), output.loss_siglep.detach()])
         dist.all_reduce(losses)

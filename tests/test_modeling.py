@@ -305,3 +305,21 @@ def test_remote_code_round_trip_without_the_package(tmp_path, tiny_config):
     assert torch.allclose(out["loss"], expected_loss, atol=1e-6)
     assert torch.allclose(out["logits_per_ecg"], expected_logits, atol=1e-6)
     assert out["clf_logits_shape"].tolist() == [BATCH, 3]
+
+
+def test_frozen_encoder_stays_in_eval_mode_without_forward_side_effects(tiny_config):
+    model = CMELTForECGClassification(CMELTConfig.from_preset("tiny", num_labels=3))
+    model.freeze_ecg_encoder()
+    model.train()
+    assert model.training and model.classifier.training and not model.ecg_model.training
+    model.freeze_ecg_encoder(False)
+    assert model.ecg_model.training
+    model.eval()
+    model(torch.randn(2, 12, tiny_config.ecg_config.num_samples))
+    assert not model.ecg_model.training  # forward never changes a module's mode
+
+
+def test_saved_config_lists_every_auto_class(tmp_path, tiny_config):
+    CMELTModel(tiny_config).save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForPreTraining", "AutoModelForAudioClassification"}

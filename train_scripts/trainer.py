@@ -100,7 +100,8 @@ class CMELTPretrainingTrainer(Trainer):
         return [name for name in names if not any(re.search(pattern, name) for pattern in patterns)]
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        world = {"data_parallel_rank": self.args.process_index, "data_parallel_world_size": self.args.world_size}
+        outputs = model(**inputs, **world)
         if model.training:
             for name in ("loss_mlm", "loss_mem", "loss_etm", "loss_siglep"):
                 value = outputs.get(name)
