@@ -102,7 +102,10 @@ class RecordBatch:
 
 
 def read_one(feature_extractor, path: str, sampling_rate: float | None = None):
-    """(features, error, notes) of one record; every failure is an error string, never an exception."""
+    """(features, error, notes) of one record; every failure is an error string, never an exception.
+
+    `sampling_rate` is used for `.npy` files only (they carry none); other files keep the rate in their header."""
+    sampling_rate = sampling_rate if str(path).lower().endswith(".npy") else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
