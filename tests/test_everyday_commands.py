@@ -144,3 +144,34 @@ def test_embed_and_search_find_the_nearest_ecgs(model_folder, inputs, shared_dat
     assert pd.read_csv(tmp_path / "hits.csv")["rank"].tolist() == [1, 2, 3]
     with pytest.raises(ValueError, match="not a cmelt-embed folder"):
         search.main([str(tmp_path), "x"])
+
+
+def test_demo_example_record_is_a_labelable_copy(tmp_path, model_folder):
+    """The README's bare-clone quick start labels OUT/example-ecg, which the demo writes from a held-out record."""
+    from data.synthetic import write_mimic_tree
+    from modeling_cmelt.reading_cmelt import read_ecg
+    from train_scripts.demo import write_example_record
+
+    write_mimic_tree(tmp_path / "mimic", num_subjects=2, seed=0)
+    listed = pd.read_csv(tmp_path / "mimic" / "record_list.csv").iloc[1]
+    example = write_example_record(tmp_path / "mimic", int(listed["study_id"]), tmp_path / "out")
+    assert example == tmp_path / "out" / "example-ecg" / "example"
+    copied, original = read_ecg(example), read_ecg(tmp_path / "mimic" / listed["path"])
+    assert np.array_equal(copied.signal, original.signal) and copied.lead_names == original.lead_names
+    (row,) = label.main([str(tmp_path / "out" / "example-ecg"), "--model", str(model_folder), "--label-set",
+                         "ptbxl_super", "--output", str(tmp_path / "labels.csv"), "--no-progress"])
+    assert row["error"] is None and row["n_leads"] == 12
+
+
+def test_a_record_read_with_wfdb_like_the_physionet_example(model_folder, shared_data):
+    """README: `wfdb.rdrecord(name, pn_dir=...)` then the pipeline on the array; here the same record read locally
+    (no internet) gives the scores of the file path."""
+    import wfdb
+
+    classifier = pipeline("zero-shot-ecg-classification", model=str(model_folder), trust_remote_code=True)
+    record = wfdb.rdrecord(str(shared_data / "wfdb" / "s0010_re"))
+    from_array = classifier(record.p_signal.T, sampling_rate=record.fs, lead_names=record.sig_name,
+                            candidate_labels=LABELS, label_set="ptbxl_super")
+    from_file = classifier(str(shared_data / "wfdb" / "s0010_re"), candidate_labels=LABELS, label_set="ptbxl_super")
+    assert [item["label"] for item in from_array] == [item["label"] for item in from_file]
+    assert [item["score"] for item in from_array] == pytest.approx([item["score"] for item in from_file], rel=1e-4)
