@@ -150,7 +150,14 @@ def iter_record_batches(
 
 
 def add_input_arguments(parser) -> None:
-    """INPUTS and the options of reading them, shared by cmelt-label and cmelt-embed."""
+    """INPUTS, the model and the options of reading and running them, shared by cmelt-label and cmelt-embed."""
+    from data.leads import add_leads_argument
+
     parser.add_argument("inputs", nargs="+", help="record files, folders (searched recursively), globs, or CSV files")
+    parser.add_argument("--model", required=True, help="a saved C-MELT folder or a Hub repo id")
     parser.add_argument("--path-column", default="path", help="column of record paths in CSV inputs (default: path)")
     parser.add_argument("--sampling-rate", type=float, default=None, help="rate of .npy inputs, in Hz")
+    add_leads_argument(parser)
+    parser.add_argument("--batch-size", type=int, default=32, help="records per forward pass")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -13,6 +13,7 @@ from datasets import load_from_disk
 from transformers import AutoTokenizer, pipeline
 
 from fixtures_downstream import real_twelve_leads, sine_twelve_leads, truncate_file, write_challenge_record
+from test_pipeline import model_folder  # noqa: F401 (module fixture: a tiny saved C-MELT with processor)
 
 from data.record_inputs import collect_record_paths
 from data.text_tower import build_tiny_t5
@@ -23,19 +24,6 @@ from modeling_cmelt.processing_cmelt import CMELTProcessor
 from train_scripts import embed, label, search
 
 LABELS = ["NORM", "MI", "STTC", "CD", "HYP"]
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    texts = [text for label_set in load_label_descriptions().values() for text in label_set.values()]
-    folder = tmp_path_factory.mktemp("cmelt-commands")
-    build_tiny_t5(texts + ["atrial fibrillation", "sinus rhythm"], folder / "t5", vocab_size=200, d_model=32, d_ff=64)
-    tokenizer = AutoTokenizer.from_pretrained(folder / "t5")
-    torch.manual_seed(0)
-    config = CMELTConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)}, siglep_learnable_scale=True)
-    CMELTModel(config).save_pretrained(folder / "model")
-    CMELTProcessor(CMELTFeatureExtractor(), tokenizer).save_pretrained(folder / "model")
-    return folder / "model"
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.leads import add_leads_argument, apply_lead_subset, lead_keep_mask
+from data.leads import apply_lead_subset, lead_keep_mask
 from data.record_inputs import add_input_arguments, collect_record_paths, csv_column_by_path, iter_record_batches
 from modeling_cmelt.pipeline_cmelt import encode_label_texts
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
@@ -34,14 +34,9 @@ TEXT_BATCH = 64
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_input_arguments(parser)
-    parser.add_argument("--model", required=True, help="a saved C-MELT folder or a Hub repo id")
     parser.add_argument("--output", required=True, help="folder for the Dataset (save_to_disk)")
     parser.add_argument("--text-column", default=None, help="CSV column with each record's report: embed it too")
     parser.add_argument("--parquet", action="store_true", help="also write OUTPUT/embeddings.parquet")
-    add_leads_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     lead_keep_mask(args.leads)  # fail before loading anything
     return args

@@ -18,28 +18,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.leads import add_leads_argument, apply_lead_subset, lead_keep_mask
+from data.leads import apply_lead_subset, lead_keep_mask
 from data.record_inputs import add_input_arguments, collect_record_paths, iter_record_batches
 from modeling_cmelt.pipeline_cmelt import encode_label_texts, label_texts_for, load_label_descriptions, zero_shot_logits
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
-
-FIXED_COLUMNS = ("path", "error", "leads", "n_leads", "top_labels", "notes")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_input_arguments(parser)
-    parser.add_argument("--model", required=True, help="a saved C-MELT folder or a Hub repo id")
     parser.add_argument("--label-set", default=None, help="shipped label set, e.g. ptbxl_super, cpsc2018, csn")
     parser.add_argument("--labels", default=None, help="comma-separated codes of --label-set, or free-text labels")
     parser.add_argument("--descriptions", default=None, help="JSON {label: text or [texts]}: your own prompts")
-    add_leads_argument(parser)
     parser.add_argument("--top-k", type=int, default=3, help="labels listed in the top_labels column")
     parser.add_argument("--softmax", action="store_true", help="scores are a softmax over the labels (default: sigmoids)")
     parser.add_argument("--output", default="-", help="CSV (.csv) or JSON lines (.jsonl) file; '-' = CSV on stdout")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.label_set is None and args.labels is None and args.descriptions is None:
         parser.error("give --label-set, --labels or --descriptions (what to score the records against)")
