@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data.leads import add_leads_argument
+
 RECORD_EXTENSIONS = (".hea", ".mat", ".npy")
 CSV_EXTENSIONS = (".csv", ".tsv")
 
@@ -151,8 +153,6 @@ def iter_record_batches(
 
 def add_input_arguments(parser) -> None:
     """INPUTS, the model and the options of reading and running them, shared by cmelt-label and cmelt-embed."""
-    from data.leads import add_leads_argument
-
     parser.add_argument("inputs", nargs="+", help="record files, folders (searched recursively), globs, or CSV files")
     parser.add_argument("--model", required=True, help="a saved C-MELT folder or a Hub repo id")
     parser.add_argument("--path-column", default="path", help="column of record paths in CSV inputs (default: path)")
