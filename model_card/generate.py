@@ -1,17 +1,26 @@
-"""Write the Hugging Face Hub model card (README.md) of a saved C-MELT model folder.
+"""Write the Hugging Face Hub model card (README.md) of a saved C-MELT folder with `huggingface_hub`'s `ModelCard`.
 
-    python -m model_card MODEL_FOLDER [--results PATH ...] [--figures PNG ...] [--output README.md]
+    python -m model_card MODEL_FOLDER [--results RESULTS.json ...] [--license mit] [--base-model ORG/NAME]
+        [--provenance TEXT] [--datasets ID ...] [--figures PNG ...] [--output README.md]
 
 Inputs: the folder's `config.json` (architecture and parameter counts, computed on the meta device without
-loading any weights), its `training_summary.json` if pretraining wrote one, and results files in the schema of
-`train_scripts.evaluation` (read with `read_results`). When no results are given, `MODEL_FOLDER/results/` is
-used if it exists.
+loading any weights), its `training_summary.json` if pretraining wrote one, and results files in the shared schema
+(`model_card.results`, "cmelt-results/1"; one or more files or folders). When no results are given,
+`MODEL_FOLDER/results/` is used if it exists.
 
-The card has a YAML header the Hub reads: licence, library, pipeline tag, tags, datasets, metrics, base model when
-known, and a `model-index` that holds every measured result with a numeric value. The body has usage, input format,
-model details, training, an evaluation table, figures, limitations and the citation. In the evaluation table,
-measured numbers ("measured (this model)") and the paper's numbers ("paper-reported", REFERENCE.md §3) sit in
-separate columns. The paper's numbers appear nowhere else in the card.
+The YAML header is `ModelCardData` (licence, library, pipeline tag, tags, training datasets, metrics, base model)
+with one `EvalResult` per measured result, so `huggingface_hub` writes and validates the `model-index` and
+`ModelCard.load` reads it back. The body has usage, input format, model details, provenance and training, an
+evaluation table (value, 95 % CI, random-init baseline, paper-reported number in its own column), figures,
+limitations and the citation. The paper's numbers appear nowhere else in the card.
+
+Hub tags. The Hub has no ECG or signal-classification pipeline tag (its tasks are text, image, audio, video,
+tabular and time-series *forecasting*). `zero-shot-classification` would file the model among text NLI models and
+`audio-classification` among speech models, both wrong. The card uses `pipeline_tag: feature-extraction`: the
+Auto model of this folder is a dual encoder whose outputs are ECG and text embeddings, and zero-shot labelling
+and retrieval are computed from them. `model-index` task types are `other` (the Hub's tag for tasks outside its
+list), with task names that say what was measured ("Zero-shot ECG classification", "ECG classification, linear
+probe", ...); the real transformers task, `zero-shot-ecg-classification`, is a tag.
 """
 
 from __future__ import annotations
@@ -25,41 +34,43 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from model_card.results import lead_names_of, read_results
 from modeling_cmelt import CMELTConfig, CMELTForECGClassification, CMELTForPreTraining, CMELTModel
 from modeling_cmelt.pipeline_cmelt import TASK as PIPELINE_TASK
 from modeling_cmelt.pipeline_cmelt import load_label_descriptions
-from train_scripts.evaluation import CANONICAL_LEAD_NAMES, read_results
+from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 
 TEMPLATE = Path(__file__).resolve().parent / "template.md"
 TRAINING_SUMMARY_FILE = "training_summary.json"
 MISSING = "—"
 
-# The Hub has no ECG or time-series classification pipeline tag (huggingface.js packages/tasks/src/pipelines.ts).
-# "zero-shot-classification" is the closest valid tag; the real transformers task goes in `tags`.
-HUB_PIPELINE_TAG = "zero-shot-classification"
-HUB_TAGS = ["ecg", PIPELINE_TASK, "custom_code", "medical", "biosignals", "c-melt", "ecg-language-pretraining"]
-# model-index task types: zero-shot results under the pipeline tag. Supervised ECG classification goes under
-# "audio-classification", the Auto class this model family registers its classification head with.
-HUB_TASK_TYPES = {
-    "zero_shot": HUB_PIPELINE_TAG,
-    "domain_transfer": HUB_PIPELINE_TAG,
-    "linear_probe": "audio-classification",
-    "finetune": "audio-classification",
-}
+HUB_PIPELINE_TAG = "feature-extraction"
+HUB_TASK_TYPE = "other"
+HUB_TAGS = ["ecg", "time-series", PIPELINE_TASK, "custom_code", "medical", "biosignals", "c-melt",
+            "ecg-language-pretraining"]
 PROTOCOL_NAMES = {  # also the order of the evaluation table
-    "zero_shot": "zero-shot",
-    "linear_probe": "linear probe",
-    "finetune": "full fine-tune",
-    "domain_transfer": "zero-shot domain transfer",
+    "zero-shot": "zero-shot",
+    "linear-probe": "linear probe",
+    "linear-probe-logreg": "linear probe (logistic regression)",
+    "fine-tune": "full fine-tune",
+    "domain-transfer": "zero-shot domain transfer",
 }
-# results metric name -> (Hub metric id, readable name); values of these metrics are fractions (shown x 100).
+TASK_NAMES = {
+    "zero-shot": "Zero-shot ECG classification",
+    "linear-probe": "ECG classification, linear probe",
+    "linear-probe-logreg": "ECG classification, linear probe",
+    "fine-tune": "ECG classification, fine-tuned",
+    "domain-transfer": "Zero-shot ECG classification, domain transfer",
+}
+# results metric -> (Hub metric id, readable name); values of these metrics are fractions (shown x 100).
 METRICS = {
     "macro_auroc": ("roc_auc", "macro AUROC"),
     "accuracy": ("accuracy", "accuracy"),
-    "cinc2021_challenge_score": ("cinc2021_challenge_score", "CinC 2021 challenge score"),
+    "cinc2021_score": ("cinc2021_challenge_score", "CinC 2021 challenge score"),
 }
+CODE_LICENSE = "mit"  # this repository's code; a checkpoint's weights may carry another licence (--license)
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,6 @@ DATA_SOURCES = {
         "PhysioNet/CinC Challenge 2021", "https://physionet.org/content/challenge-2021/1.0.3/"
     ),
 }
-PRETRAINING_DATASET = "mimic-iv-ecg"
 EVALUATION_DATASETS = {
     "ptbxl_super": ("ptb-xl", "PTB-XL diagnostic superclasses (5 labels)"),
     "ptbxl_sub": ("ptb-xl", "PTB-XL diagnostic subclasses (23 labels)"),
@@ -95,6 +105,7 @@ EVALUATION_DATASETS = {
 def dataset_info(name: str) -> DatasetInfo:
     """Card metadata of a results `dataset` name. "physionet2021_id" resolves via its "physionet2021" prefix; a
     domain-transfer name "source->target" (train_scripts.domain_transfer) is the target dataset."""
+    name = name.replace("-", "_") if "->" not in name else name
     source, arrow, target = name.rpartition("->")
     if arrow:
         info = dataset_info(target)
@@ -128,66 +139,88 @@ def _paper(protocol, metric, table, values: dict, **kwargs) -> list[PaperResult]
 
 
 PAPER_RESULTS: tuple[PaperResult, ...] = (
-    *_paper("zero_shot", "macro_auroc", "Tab. 3", {
+    *_paper("zero-shot", "macro_auroc", "Tab. 3", {
         "ptbxl_super": 76.2, "ptbxl_sub": 75.9, "ptbxl_form": 66.1, "ptbxl_rhythm": 88.6, "cpsc2018": 80.1,
         "csn": 76.3,
     }),
-    *_paper("zero_shot", "macro_auroc", "Tab. 5", {"code_test": 96.79}),
-    *_paper("linear_probe", "macro_auroc", "Tab. 2", {
+    *_paper("zero-shot", "macro_auroc", "Tab. 5", {"code_test": 96.79}),
+    *_paper("linear-probe", "macro_auroc", "Tab. 2", {
         "csn": 90.71, "ptbxl_rhythm": 96.71, "ptbxl_form": 83.98, "ptbxl_sub": 85.15, "ptbxl_super": 90.11,
         "cpsc2018": 94.92,
     }),
-    PaperResult("finetune", ("physionet2021", "physionet2021_dx"), "cinc2021_challenge_score", 85.7, "Tab. 1"),
-    PaperResult("finetune", ("physionet2021", "physionet2021_dx"), "cinc2021_challenge_score", 76.5, "Tab. 1",
-                leads=("I",)),
-    PaperResult("finetune", ("physionet2021", "physionet2021_id"), "accuracy", 65.4, "Tab. 1"),
-    PaperResult("finetune", ("physionet2021", "physionet2021_id"), "accuracy", 41.1, "Tab. 1", leads=("I",)),
+    PaperResult("fine-tune", ("physionet2021", "physionet2021_dx"), "cinc2021_score", 85.7, "Tab. 1"),
+    PaperResult("fine-tune", ("physionet2021", "physionet2021_dx"), "cinc2021_score", 76.5, "Tab. 1", leads=("I",)),
+    PaperResult("fine-tune", ("physionet2021", "physionet2021_id"), "accuracy", 65.4, "Tab. 1"),
+    PaperResult("fine-tune", ("physionet2021", "physionet2021_id"), "accuracy", 41.1, "Tab. 1", leads=("I",)),
 )
 
 
-def _leads_key(entry: dict) -> tuple[str, ...] | None:
-    leads = entry.get("leads")
-    if not leads or tuple(leads) == CANONICAL_LEAD_NAMES:
-        return None
-    return tuple(leads)
+def task_key(row: dict) -> str:
+    """The row's task as this module's dataset keys spell it ("ptbxl-super" -> "ptbxl_super")."""
+    return row["task"] if "->" in row["task"] else row["task"].replace("-", "_")
 
 
-def paper_result_for(entry: dict) -> PaperResult | None:
-    """The paper's number for the same protocol, dataset, metric, label fraction and leads (test split only)."""
-    if entry["split"] != "test":
+def _leads_key(row: dict) -> tuple[str, ...] | None:
+    leads = lead_names_of(row.get("leads") or "12")
+    return None if tuple(leads) == tuple(CANONICAL_LEADS) else tuple(leads)
+
+
+def paper_result_for(row: dict) -> PaperResult | None:
+    """The paper's number for the same protocol, task, metric, label fraction and leads (test split only)."""
+    if row.get("split", "test") != "test":
         return None
-    fraction = entry.get("label_fraction") or 1.0
+    fraction = row.get("label_fraction") or 1.0
     for paper in PAPER_RESULTS:
-        if (paper.protocol == entry["protocol"] and entry["dataset"] in paper.datasets
-                and paper.metric == entry["metric"]["name"] and math.isclose(paper.label_fraction, fraction)
-                and paper.leads == _leads_key(entry)):
+        if (paper.protocol == row["protocol"] and task_key(row) in paper.datasets and paper.metric == row["metric"]
+                and math.isclose(paper.label_fraction, fraction) and paper.leads == _leads_key(row)):
             return paper
     return None
 
 
-def setting_text(entry: dict) -> str:
-    """Protocol with its label fraction, leads and task, e.g. "linear probe, 1 % labels, 12 leads"."""
-    parts = [PROTOCOL_NAMES.get(entry["protocol"], entry["protocol"])]
-    if entry.get("label_fraction") is not None:
-        parts.append(f"{entry['label_fraction'] * 100:g} % labels")
-    leads = _leads_key(entry)
+def setting_text(row: dict) -> str:
+    """Protocol with its label fraction, leads and prompt set, e.g. "linear probe, 1 % labels, 12 leads"."""
+    parts = [PROTOCOL_NAMES.get(row["protocol"], row["protocol"])]
+    if row.get("label_fraction") is not None:
+        parts.append(f"{row['label_fraction'] * 100:g} % labels")
+    leads = _leads_key(row)
     parts.append("12 leads" if leads is None else f"leads {', '.join(leads)}")
-    if entry["task"] != "classification":
-        parts.append(entry["task"].replace("_", " "))
+    if row.get("prompt_set"):
+        parts.append(f"{row['prompt_set']} prompts")
+    if row.get("split_source"):
+        parts.append(f"{row['split_source']} split")
     return ", ".join(parts)
 
 
-def metric_display_name(entry: dict) -> str:
-    """The model-index metric `name` of an entry: readable metric, setting and split."""
-    readable = METRICS.get(entry["metric"]["name"], (None, entry["metric"]["name"]))[1]
-    return f"{readable} ({setting_text(entry)}; {entry['split']})"
+def metric_display_name(row: dict) -> str:
+    """The model-index metric `name` of a row: readable metric, setting and split."""
+    readable = METRICS.get(row["metric"], (None, row["metric"]))[1]
+    return f"{readable} ({setting_text(row)}; {row.get('split', 'test')})"
 
 
-def format_measured(entry: dict) -> str:
-    value = entry["metric"]["value"]
-    if value is None:
+def _scaled(value: float, metric: str) -> str:
+    return f"{value * 100:.2f}" if metric in METRICS else f"{value:.4g}"
+
+
+def format_measured(row: dict) -> str:
+    """The value, with its 95 % CI when the row has one: "65.12 [60.10, 70.31]"."""
+    if row["value"] is None:
         return "n/a (not computable)"
-    return f"{value * 100:.2f}" if entry["metric"]["name"] in METRICS else f"{value:.4g}"
+    text = _scaled(row["value"], row["metric"])
+    if row.get("ci95"):
+        low, high = row["ci95"]
+        text += f" [{_scaled(low, row['metric'])}, {_scaled(high, row['metric'])}]"
+    return text
+
+
+def format_baseline(row: dict) -> str:
+    baseline = row.get("baseline")
+    if not baseline or baseline.get("value") is None:
+        return MISSING
+    text = f"{_scaled(baseline['value'], row['metric'])} ({baseline.get('kind', 'baseline')})"
+    delta = row.get("delta_vs_baseline")
+    if delta and delta.get("value") is not None:
+        text += f"; Δ {_scaled(delta['value'], row['metric'])}"
+    return text
 
 
 # ------------------------------------------------------------------------------------------ config facts
@@ -362,114 +395,108 @@ def is_synthetic(summary: dict | None) -> bool:
     )
 
 
-def training_section(summary: dict | None) -> str:
+def training_section(summary: dict | None, provenance: str | None) -> str:
+    lines = [f"**Provenance:** {provenance}"] if provenance else []
     if summary is None:
-        this = (
+        lines.append(
             f"The folder has no `{TRAINING_SUMMARY_FILE}`, so this card cannot say what this checkpoint was "
-            "trained on, for how long, or whether it was trained at all. Do not assume it follows the paper recipe "
-            "below."
+            "trained on or for how long" + (" beyond its provenance above." if provenance else ", or whether it was "
+            "trained at all.") + " Do not assume it follows the paper recipe below."
         )
     else:
         rows = "\n".join(
             f"| {key} | {json.dumps(value) if isinstance(value, (dict, list)) else value} |"
             for key, value in summary.items()
         )
-        this = (
+        lines.append(
             f"From the `{TRAINING_SUMMARY_FILE}` the pretraining run wrote into this folder:\n\n"
             f"| field | value |\n|---|---|\n{rows}"
         )
-    return f"### This checkpoint\n\n{this}\n\n### Paper recipe\n\n{PAPER_RECIPE}"
+    return "### This checkpoint\n\n" + "\n\n".join(lines) + f"\n\n### Paper recipe\n\n{PAPER_RECIPE}"
 
 
 # ------------------------------------------------------------------------------------------ results
 
 
-def select_results(entries: list[dict], result_model: str | None) -> list[dict]:
-    """Entries of one model: `result_model` if given; results naming several models without it are an error."""
+def select_results(rows: list[dict], result_model: str | None) -> list[dict]:
+    """Rows of one model: `result_model` if given; results naming several models without it are an error."""
     if result_model is not None:
-        return [entry for entry in entries if entry["model"] == result_model]
-    models = sorted({entry["model"] for entry in entries})
+        return [row for row in rows if row["model"] == result_model]
+    models = sorted({row["model"] for row in rows})
     if len(models) > 1:
         raise ValueError(
             f"the results describe {len(models)} models {models}; pass result_model (--result-model) to pick the "
             "one this card is about, so no other model's numbers end up in it"
         )
-    return entries
+    return rows
 
 
-def model_index(model_name: str, entries: list[dict]) -> list[dict]:
-    """Hub `model-index`: one result per entry with a numeric value (entries stored as null are left out)."""
+def eval_results(rows: list[dict]) -> list[EvalResult]:
+    """One `EvalResult` per row with a numeric value (rows stored as null are left out of the model-index)."""
     results = []
-    for entry in entries:
-        value = entry["metric"]["value"]
-        if value is None:
+    for row in rows:
+        if row["value"] is None:
             continue
-        info = dataset_info(entry["dataset"])
-        protocol = entry["protocol"]
-        results.append({
-            "task": {
-                "type": HUB_TASK_TYPES.get(protocol, HUB_PIPELINE_TAG),
-                "name": f"ECG classification ({PROTOCOL_NAMES.get(protocol, protocol)})",
-            },
-            "dataset": {
-                "name": info.pretty_name,
-                "type": info.hub_type,
-                "config": entry["dataset"],
-                "split": entry["split"],
-            },
-            "metrics": [{
-                "type": METRICS.get(entry["metric"]["name"], (entry["metric"]["name"],))[0],
-                "value": value,
-                "name": metric_display_name(entry),
-            }],
-        })
-    return [{"name": model_name, "results": results}] if results else []
+        info = dataset_info(task_key(row))
+        results.append(EvalResult(
+            task_type=HUB_TASK_TYPE,
+            task_name=TASK_NAMES.get(row["protocol"], row["protocol"]),
+            dataset_type=info.hub_type,
+            dataset_name=info.pretty_name,
+            dataset_config=row["task"],
+            dataset_split=row.get("split", "test"),
+            metric_type=METRICS.get(row["metric"], (row["metric"],))[0],
+            metric_value=float(row["value"]),
+            metric_name=metric_display_name(row),
+        ))
+    return results
 
 
-def evaluation_section(entries: list[dict]) -> str:
-    if not entries:
+def evaluation_section(rows: list[dict]) -> str:
+    if not rows:
         return (
             "No evaluation results were given for this checkpoint (`python -m model_card FOLDER --results "
             "RESULTS.json` adds them). Numbers in the C-MELT paper were measured on the paper's own model, not this "
             "one."
         )
     header = (
-        "| dataset | setting | split | metric | measured (this model) | paper-reported |\n"
-        "|---|---|---|---|---|---|"
+        "| dataset | setting | split | metric | measured (this model) [95 % CI] | baseline | paper-reported |\n"
+        "|---|---|---|---|---|---|---|"
     )
-    rows, details = [], []
+    table, details = [], []
     protocol_order = list(PROTOCOL_NAMES)
-    for entry in sorted(entries, key=lambda e: (
-        protocol_order.index(e["protocol"]) if e["protocol"] in protocol_order else len(protocol_order),
-        e["dataset"], e.get("label_fraction") or 1.0, len(e.get("leads") or CANONICAL_LEAD_NAMES) * -1,
+    for row in sorted(rows, key=lambda r: (
+        protocol_order.index(r["protocol"]) if r["protocol"] in protocol_order else len(protocol_order),
+        r["task"], r.get("label_fraction") or 1.0, -len(lead_names_of(r.get("leads") or "12")),
     )):
-        paper = paper_result_for(entry)
+        paper = paper_result_for(row)
         paper_cell = f"{paper.value:g} ({paper.table})" if paper else MISSING
-        readable = METRICS.get(entry["metric"]["name"], (None, entry["metric"]["name"]))[1]
-        rows.append(
-            f"| {dataset_info(entry['dataset']).pretty_name} | {setting_text(entry)} | {entry['split']} | "
-            f"{readable} | {format_measured(entry)} | {paper_cell} |"
+        readable = METRICS.get(row["metric"], (None, row["metric"]))[1]
+        name = dataset_info(task_key(row)).pretty_name
+        table.append(
+            f"| {name} | {setting_text(row)} | {row.get('split', 'test')} | {readable} | {format_measured(row)} | "
+            f"{format_baseline(row)} | {paper_cell} |"
         )
-        if entry["per_class"]:
-            per_class = ", ".join(
-                f"{label} {'n/a' if value is None else f'{value * 100:.1f}'}"
-                for label, value in entry["per_class"].items()
+        if row.get("per_label"):
+            per_label = ", ".join(
+                f"{label} {'n/a' if value is None else f'{value * 100:.1f}'}" for label, value in row["per_label"].items()
             )
-            details.append(f"- {dataset_info(entry['dataset']).pretty_name}, {setting_text(entry)}: {per_class}")
+            details.append(f"- {name}, {setting_text(row)}: {per_label}")
     text = (
         "Two kinds of numbers, kept in separate columns. **measured (this model)** was computed on this checkpoint "
-        "by this repository's evaluation scripts. **paper-reported** is what the C-MELT paper reports for its own "
-        "model under the same protocol (REFERENCE.md §3). It is shown for orientation only and was not measured "
-        "here. \"—\" means the paper reports no number for that setting. Both columns are × 100 for AUROC, "
-        "accuracy and the CinC score.\n\n" + header + "\n" + "\n".join(rows)
+        "by this repository's evaluation scripts, with its bootstrap 95 % confidence interval when the run computed "
+        "one; **baseline** is the same protocol on a randomly initialised model of the same architecture, when run. "
+        "**paper-reported** is what the C-MELT paper reports for its own model under the same protocol "
+        "(REFERENCE.md §3). It is shown for orientation only and was not measured here. \"—\" means there is no "
+        "number for that setting. All columns are × 100 for AUROC, accuracy and the CinC score.\n\n"
+        + header + "\n" + "\n".join(table)
     )
     if details:
         text += (
             "\n\n<details><summary>Per-class measured values (× 100)</summary>\n\n"
             + "\n".join(details) + "\n\n</details>"
         )
-    # an entry written from an interactive session records argv ["-"] or ["-c"]: nothing to reproduce
-    commands = sorted({" ".join(entry["command"]) for entry in entries if entry.get("command")} - {"", "-", "-c"})
+    commands = sorted({" ".join(row["command"]) for row in rows if row.get("command")} - {"", "-", "-c"})
     if commands:
         text += "\n\nProduced by:\n\n```bash\n" + "\n".join(commands) + "\n```"
     return text
@@ -522,44 +549,75 @@ def _hub_id_or_none(value) -> str | None:
     return None
 
 
-def card_metadata(model_name: str, entries: list[dict], base_model: str | None) -> dict:
-    datasets = [PRETRAINING_DATASET] + [dataset_info(entry["dataset"]).hub_type for entry in entries]
-    metrics = ["roc_auc"] + [METRICS.get(e["metric"]["name"], (e["metric"]["name"],))[0] for e in entries]
-    metadata = {
-        "license": "mit",
-        "library_name": "transformers",
-        "pipeline_tag": HUB_PIPELINE_TAG,
-        "tags": HUB_TAGS,
-        "datasets": list(dict.fromkeys(datasets)),
-        "metrics": list(dict.fromkeys(metrics)),
-    }
-    if base_model:
-        metadata["base_model"] = base_model
-    index = model_index(model_name, entries)
-    if index:
-        metadata["model-index"] = index
-    return metadata
+def card_data(
+    model_name: str, rows: list[dict], *, license: str, base_model: str | None, datasets: list[str]
+) -> ModelCardData:
+    """The card's metadata. `datasets` lists what the weights were *trained* on (the Hub's meaning of the key);
+    evaluation datasets are named in the model-index."""
+    metrics = [METRICS.get(row["metric"], (row["metric"],))[0] for row in rows]
+    results = eval_results(rows)
+    return ModelCardData(
+        license=license,
+        library_name="transformers",
+        pipeline_tag=HUB_PIPELINE_TAG,
+        tags=list(HUB_TAGS),
+        datasets=list(dict.fromkeys(datasets)) or None,
+        metrics=list(dict.fromkeys(metrics)) or None,
+        base_model=base_model,
+        model_name=model_name if results else None,
+        eval_results=results or None,
+    )
+
+
+def default_license(summary: dict | None) -> str:
+    """MIT for weights this repository's code trained on its own synthetic corpus (nothing else went in);
+    otherwise "unknown": the weights' licence follows their data and source, which only the caller knows."""
+    return CODE_LICENSE if is_synthetic(summary) else "unknown"
+
+
+def default_provenance(summary: dict | None) -> str | None:
+    if is_synthetic(summary):
+        return "trained from scratch by this repository's demo (`train_scripts/demo.py`) on its synthetic corpus."
+    return None
+
+
+def license_note(license: str) -> str:
+    if license == "unknown":
+        return ("The code in this folder is MIT-licensed. The licence of these weights was not stated when this card "
+                "was written; ask whoever published them before you use or redistribute them.")
+    return f"The code in this folder is MIT-licensed; this card gives `{license}` as the licence of the weights."
 
 
 def write_model_card(
     model_folder,
-    results_paths=None,
+    results=None,
     output=None,
     figures=None,
     *,
+    license: str | None = None,
+    base_model: str | None = None,
+    provenance: str | None = None,
+    datasets: list[str] | None = None,
     model_name: str | None = None,
     repo_id: str | None = None,
-    base_model: str | None = None,
     result_model: str | None = None,
+    results_paths=None,
 ) -> Path:
     """Write the Hub README.md of a saved C-MELT folder and return its path (see the module docstring).
 
-    results_paths: results files / folders (`train_scripts.evaluation` schema); None = `MODEL_FOLDER/results/`
-        if present. output: default `MODEL_FOLDER/README.md`. figures: extra PNGs to embed.
+    results: results files / folders in the shared schema (or rows already read); None = `MODEL_FOLDER/results/`
+        if present. `results_paths` is the same argument under its earlier name.
+    output: default `MODEL_FOLDER/README.md`. figures: extra PNGs to embed.
+    license: licence of the weights (Hub licence id, e.g. "mit", "cc-by-nc-4.0", "other"); default: "mit" for a
+        checkpoint trained on this repository's synthetic corpus, else "unknown".
+    base_model: Hub id of the model these weights were derived from (fine-tuned from, converted from); default: the
+        text tower's source from `training_summary.json` when that is a Hub id.
+    provenance: one sentence on where the weights come from (e.g. "converted from the authors' checkpoint
+        <url> with convert_checkpoint.py at commit abc123"); shown at the top of the Training section.
+    datasets: Hub ids of the datasets the weights were trained on (e.g. ["mimic-iv-ecg"]); default: the
+        `datasets` list of `training_summary.json`, else none. Synthetic training data is never listed.
     model_name: name in `model-index` (default: the folder name). repo_id: id used in the usage snippets (default:
-        `your-username/<model_name>`). base_model: Hub id of the text tower's source checkpoint; default: taken
-        from `training_summary.json` ("text_encoder_name_or_path") or the text config's `_name_or_path` if that
-        is a Hub id, else left out. result_model: keep only results whose "model" equals this.
+        `your-username/<model_name>`). result_model: keep only results whose "model" equals this.
     """
     folder = Path(model_folder)
     if not (folder / "config.json").is_file():
@@ -570,15 +628,21 @@ def write_model_card(
     repo_id = repo_id or (model_name if "/" in model_name else f"your-username/{model_name}")
     summary = load_training_summary(folder)
 
-    if results_paths is None:
-        results_paths = [folder / "results"] if (folder / "results").is_dir() else []
-    results_paths = [Path(path) for path in results_paths]
-    entries = select_results(read_results(results_paths), result_model) if results_paths else []
+    results = results if results is not None else results_paths
+    if results is None:
+        results = [folder / "results"] if (folder / "results").is_dir() else []
+    given_rows = [item for item in results if isinstance(item, dict)]
+    results_paths = [Path(item) for item in results if not isinstance(item, dict)]
+    rows = select_results(given_rows + (read_results(results_paths) if results_paths else []), result_model)
 
     if base_model is None:
         base_model = _hub_id_or_none((summary or {}).get("text_encoder_name_or_path")) or _hub_id_or_none(
             getattr(config.text_config, "_name_or_path", None)
         )
+    license = license or default_license(summary)
+    provenance = provenance or default_provenance(summary)
+    if datasets is None:
+        datasets = [] if is_synthetic(summary) else list((summary or {}).get("datasets") or [])
     architecture = saved_architecture(config)
     preset = matching_preset(config)
     warnings = []
@@ -592,15 +656,15 @@ def write_model_card(
             f"> **Small `{preset}` architecture.** This configuration is meant for tests and CPU demos, not the "
             "paper's model size."
         )
-    data_sources = sorted({PRETRAINING_DATASET} | {dataset_info(entry["dataset"]).hub_type for entry in entries})
+    data_sources = sorted(set(datasets) | {dataset_info(task_key(row)).hub_type for row in rows})
     source_lines = "\n".join(
         f"  - [{DATA_SOURCES[key][0]}]({DATA_SOURCES[key][1]})" for key in data_sources if key in DATA_SOURCES
-    )
+    ) or "  - (no public dataset named in this card)"
     figure_paths = collect_figures(results_paths, [Path(path) for path in figures or []])
     output.parent.mkdir(parents=True, exist_ok=True)
-    metadata = card_metadata(model_name, entries, base_model)
+    metadata = card_data(model_name, rows, license=license, base_model=base_model, datasets=datasets)
     fields = {
-        "yaml_header": yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip(),
+        "yaml_header": metadata.to_yaml(),
         "title": model_name,
         "warnings": "\n>\n".join(warnings) + "\n" if warnings else "",
         "repo_id": repo_id,
@@ -608,12 +672,13 @@ def write_model_card(
         **preprocessing_settings(folder, config),
         "model_details": model_details_section(config, architecture, preset),
         "parameters": parameters_section(count_parameters(config)),
-        "training": training_section(summary),
-        "evaluation": evaluation_section(entries),
+        "training": training_section(summary, provenance),
+        "evaluation": evaluation_section(rows),
         "figures": figures_section(figure_paths, output.parent),
         "data_sources": source_lines,
+        "license_note": license_note(license),
         "generated_from": (" and " + ", ".join(f"`{path.name}`" for path in results_paths)) if results_paths else "",
     }
-    card = string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(fields)
-    output.write_text(card, encoding="utf-8")
+    card = ModelCard(string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(fields))
+    card.save(output)
     return output

@@ -28,15 +28,40 @@ def _read_descriptions(path: str) -> dict:
     return json.loads(Path(path).read_text())["label_sets"]
 
 
-def load_label_descriptions(label_set: str | None = None, folder: str | Path | None = None) -> dict:
+def resolve_model_file(name_or_path: str | Path | None, filename: str, revision: str | None = None) -> str | None:
+    """Path of `filename` shipped with a model: in a local folder, or in the Hub cache for a repo id (downloaded when
+    online, read from the cache under `HF_HUB_OFFLINE=1`); None when the model has no such file.
+
+    Uses `transformers.utils.cached_file`, the lookup `from_pretrained` itself uses, so a resource is found wherever
+    the weights were: a saved folder, a copy of it elsewhere, or `models--org--name/snapshots/<rev>/` of the cache.
+    """
+    if not name_or_path:
+        return None
+    from transformers.utils import cached_file
+
+    return cached_file(
+        str(name_or_path),
+        filename,
+        revision=revision,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+
+
+def load_label_descriptions(
+    label_set: str | None = None, folder: str | Path | None = None, revision: str | None = None
+) -> dict:
     """The shipped clinical descriptions: every set (`{set: {code: text}}`), or one set's `{code: text}`.
 
-    Looked up in `folder` (a saved model folder) first, then next to this file."""
-    candidates = [Path(folder) / DESCRIPTIONS_FILE] if folder else []
-    candidates.append(Path(__file__).resolve().parent / DESCRIPTIONS_FILE)
-    path = next((p for p in candidates if p.is_file()), None)
+    `folder`: a saved model folder or a Hub repo id (`model.name_or_path`); its `label_descriptions.json` is
+    resolved with `resolve_model_file` first, then the copy next to this file (the installed package) is used."""
+    resolved = resolve_model_file(folder, DESCRIPTIONS_FILE, revision)
+    beside = Path(__file__).resolve().parent / DESCRIPTIONS_FILE
+    path = Path(resolved) if resolved else (beside if beside.is_file() else None)
     if path is None:
-        raise FileNotFoundError(f"{DESCRIPTIONS_FILE} not found in {[str(p.parent) for p in candidates]}")
+        raise FileNotFoundError(
+            f"{DESCRIPTIONS_FILE} not found in {folder!r} (a model folder or Hub repo id) nor in {beside.parent}"
+        )
     sets = _read_descriptions(str(path))
     if label_set is None:
         return sets

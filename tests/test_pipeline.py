@@ -142,3 +142,53 @@ def test_remote_code_pipeline_without_the_package(model_folder, shared_data, tmp
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(eval(result.stdout.strip().splitlines()[-1])) == ["AFIB", "NORM", "STE"]  # noqa: S307 - our own output
+
+
+HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache_with(model_folder, cache, repo_id: str) -> None:
+    """The layout `huggingface_hub` downloads into (`models--org--name/snapshots/<rev>/`, `refs/main`), populated
+    offline from a saved folder: loading `repo_id` from it is what a user of a Hub model gets."""
+    import shutil
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(model_folder, repo / "snapshots" / HUB_REVISION)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(HUB_REVISION)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["hub-cache", "copied-folder"])
+def test_label_set_works_for_a_hub_repo_id_and_a_copied_folder(model_folder, shared_data, tmp_path, source):
+    """`label_set=` needs label_descriptions.json: it is resolved from the model's own repo / folder, not from the
+    working directory or the module cache (transformers copies only .py files there)."""
+    import shutil
+
+    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin",
+           "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path / "hf-home")}
+    if source == "hub-cache":
+        hub_cache_with(model_folder, tmp_path / "hub", "acme/cmelt-tiny")
+        model = "acme/cmelt-tiny"
+    else:
+        model = str(tmp_path / "elsewhere" / "my-copy")
+        shutil.copytree(model_folder, model)
+    (tmp_path / "work").mkdir()
+    script = tmp_path / "run.py"
+    script.write_text(BLOCKED)
+    result = subprocess.run(
+        [sys.executable, str(script), model, str(shared_data / "wfdb" / "s0010_re")],
+        cwd=tmp_path / "work", capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(eval(result.stdout.strip().splitlines()[-1])) == ["AFIB", "NORM", "STE"]  # noqa: S307 - our own output
+
+
+def test_resolve_model_file_finds_folder_files_and_reports_missing_ones(model_folder, tmp_path):
+    from modeling_cmelt.pipeline_cmelt import DESCRIPTIONS_FILE, resolve_model_file
+
+    assert resolve_model_file(model_folder, DESCRIPTIONS_FILE) == str(model_folder / DESCRIPTIONS_FILE)
+    assert resolve_model_file(model_folder, "no_such_file.json") is None
+    assert resolve_model_file(None, DESCRIPTIONS_FILE) is None
+    # a model without its own copy falls back to the installed package's descriptions
+    assert "ptbxl_super" in load_label_descriptions(folder=tmp_path)

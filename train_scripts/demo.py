@@ -201,12 +201,35 @@ def print_table(result: dict) -> None:
     print(f"  {'macro':<8}{result['zero_shot']['macro_auroc']:>8.3f}")
 
 
+# ---- example record for the README quick start (kept apart from the training code above)
+
+EXAMPLE_RECORD_DIR = "example-ecg"
+
+
+def write_example_record(root: Path, study_id: int, out: Path) -> Path:
+    """Copies one held-out record of the demo corpus to `OUT/example-ecg/example.{hea,dat}` (WFDB, samples
+    unchanged) so a bare clone has a real file to label: `cmelt-label OUT/example-ecg --model ...`."""
+    import wfdb
+
+    table = pd.read_csv(root / "record_list.csv")
+    source = root / table.loc[table["study_id"] == study_id, "path"].iloc[0]
+    record = wfdb.rdrecord(str(source), physical=False)
+    record.record_name = "example"
+    record.file_name = ["example.dat"] * record.n_sig
+    target = out / EXAMPLE_RECORD_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    record.wrsamp(write_dir=str(target), expanded=False)
+    return target / "example"
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     out = Path(args.output_dir)
     started = time.time()
     corpus, table, text_dir = prepare_corpus(args, out)
     evaluation_set = labelled_validation(corpus, out / "mimic-iv-ecg-demo")
+    example = write_example_record(out / "mimic-iv-ecg-demo", int(evaluation_set[0]["study_id"]), out)
+    print(f"example record (held-out patient) to label: {example}")
     print(f"corpus: {len(corpus['train'])} training ECGs, {len(evaluation_set)} held-out (validation patients); "
           f"{len(table)} unique reports ({time.time() - started:.0f} s)")
     variants = VARIANTS if args.ablation else {"C-MELT": {}}

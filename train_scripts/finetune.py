@@ -5,7 +5,7 @@
     python -m train_scripts.finetune --model MODEL --dataset physionet2021_id --root PN2021 --output_dir runs/ft \
         --leads 12                                                  # patient identification: lr 1e-4, accuracy
 
-Lead sets: 12; P-6 = I II III aVR aVL aVF; P-3 = I II V2; P-2 = I II; P-1 = I. The other leads are zero-padded
+Lead sets (data.leads): 12; P-6 = I II III aVR aVL aVF; P-3 = I II V2; P-2 = I II; P-1 = I; or a list I,II. The other leads are zero-padded
 **and** marked absent in `lead_mask`, in training and in evaluation.
 
 Metric (also the checkpoint-selection metric on validation): the CinC 2021 challenge score (sigmoid > 0.5) for
@@ -29,6 +29,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from data.ecg_store import decode_ecg
+from data.leads import LEAD_SETS, add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names  # noqa: F401
 from train_scripts.datasets_registry import (
     CLASSIFICATION,
     IDENTIFICATION,
@@ -41,31 +42,9 @@ from train_scripts.evaluation import CANONICAL_LEAD_NAMES, load_metric, write_re
 from train_scripts.linear_probe import encoder_features, labels_of
 from train_scripts.zero_shot import save_evaluation_figures
 
-LEAD_SETS: dict[str, tuple[str, ...]] = {
-    "12": CANONICAL_LEAD_NAMES,
-    "P-6": ("I", "II", "III", "aVR", "aVL", "aVF"),
-    "P-3": ("I", "II", "V2"),
-    "P-2": ("I", "II"),
-    "P-1": ("I",),
-}
 LEARNING_RATES = {CLASSIFICATION: 5e-5, IDENTIFICATION: 1e-4}
 CINC_LABEL_SET = "physionet2021"
 SIGMOID_THRESHOLD = 0.5
-
-
-def lead_keep_mask(lead_set: str) -> np.ndarray:
-    """(12,) bool, True for the leads of `lead_set` (canonical order)."""
-    if lead_set not in LEAD_SETS:
-        raise ValueError(f"unknown lead set {lead_set!r}; expected one of {list(LEAD_SETS)}")
-    return np.array([lead in LEAD_SETS[lead_set] for lead in CANONICAL_LEAD_NAMES])
-
-
-def apply_lead_subset(input_values: torch.Tensor, lead_mask: torch.Tensor, keep: np.ndarray | torch.Tensor):
-    """Zero the leads outside `keep` ((12,) bool) and mark them absent: returns (input_values, lead_mask)."""
-    keep = torch.as_tensor(np.asarray(keep, dtype=bool), device=input_values.device)
-    if keep.shape != (input_values.shape[-2],):
-        raise ValueError(f"keep must be ({input_values.shape[-2]},) bool, got shape {tuple(keep.shape)}")
-    return input_values * keep[:, None].to(input_values.dtype), lead_mask.bool() & keep
 
 
 class CMELTFinetuneCollator:
@@ -165,7 +144,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
     add_dataset_arguments(parser)
-    parser.add_argument("--leads", default="12", help=f"lead set: {', '.join(LEAD_SETS)}")
+    add_leads_argument(parser)
     parser.add_argument("--epochs", type=float, default=100.0, help="paper: 100")
     parser.add_argument("--train_batch_size", type=int, default=256, help="per device (paper: 256)")
     parser.add_argument("--learning_rate", type=float, default=None, help="default 5e-5 (Dx) / 1e-4 (identification)")
@@ -300,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         metric_name=metric_name,
         value=value,
         per_class=per_class,
-        leads=list(LEAD_SETS[args.leads]),
+        leads=list(lead_names(args.leads)),
         extra={
             "lead_set": args.leads,
             "selection": f"test scored with the checkpoint of best validation {metric_name} (load_best_model_at_end)",

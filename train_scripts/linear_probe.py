@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from data.leads import add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names
 from data.splits import label_fraction_subsample
 from train_scripts.datasets_registry import (
     CLASSIFICATION,
@@ -163,8 +165,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--train_batch_size", type=int, default=128, help="batch of the linear head (paper: 128)")
     parser.add_argument("--save_model", action="store_true", help="save the probe of the largest fraction to output_dir/model_<fraction>")
+    add_leads_argument(parser)
     args = parser.parse_args(argv)
     fractions = [check_label_fraction(value) for value in args.label_fraction]
+    keep = lead_keep_mask(args.leads)  # fail before loading anything
     if args.epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
 
@@ -176,7 +180,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.manual_seed(args.seed)
     model = load_probe_model(args.model, data.codes, device_from_args(args))
     initial_head = copy.deepcopy(model.classifier).cpu()
-    features = {split: encoder_features(model, rows, args.batch_size, progress) for split, rows in splits.items()}
+    subset = functools.partial(apply_lead_subset, keep=keep)
+    features = {split: encoder_features(model, rows, args.batch_size, progress, subset) for split, rows in splits.items()}
     references = {split: labels_of(rows) for split, rows in splits.items()}
     eval_sets = {split: (features[split], references[split]) for split in ("validation", "test")}
     train_rows = splits["train"].remove_columns(
@@ -203,7 +208,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
         tag = f"linear_probe_{data.name}_{fraction:g}"
         figures = {} if args.no_figures else save_evaluation_figures(
-            output_dir, tag, splits["test"], data.codes, test_scores, references["test"], features["test"].numpy(), args.seed
+            output_dir, tag, splits["test"], data.codes, test_scores, references["test"], features["test"].numpy(), args.seed,
+            lead_mask_override=keep,
         )
         if args.save_model:
             model.classifier.load_state_dict(head.state_dict())
@@ -218,7 +224,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             value=test_result["macro_auroc"],
             per_class=test_result["per_class"],
             label_fraction=fraction,
+            leads=list(lead_names(args.leads)),
             extra={
+                "lead_set": args.leads,
                 "selection": SELECTION_NOTE,
                 "best_epoch": history[best_index]["epoch"],
                 "validation_macro_auroc_at_best_epoch": history[best_index]["validation_macro_auroc"],
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
         entries.append(entry)
         print(
-            f"linear probe {data.name} {fraction:g} of train ({len(rows)} records): test macro AUROC "
+            f"linear probe {data.name} {fraction:g} of train ({len(rows)} records, leads {args.leads}): test macro AUROC "
             f"{test_result['macro_auroc']:.4f} at best validation epoch {history[best_index]['epoch']}/{args.epochs}"
         )
     print(f"results written to {output_dir / 'results.json'}")

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data.ecg_store import decode_ecg
+from data.leads import add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names
 from modeling_cmelt.pipeline_cmelt import encode_label_texts, zero_shot_logits
 from train_scripts.evaluation import load_metric
 
@@ -29,13 +30,16 @@ def ecg_batches(dataset, batch_size: int, device, progress: bool = True, descrip
 
 
 @torch.no_grad()
-def ecg_embeddings(model, dataset, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
-    """(len(dataset), projection_dim) ECG embeddings of a dataset with `ecg` and `lead_mask` columns."""
+def ecg_embeddings(model, dataset, batch_size: int = 64, progress: bool = True, keep=None) -> torch.Tensor:
+    """(len(dataset), projection_dim) ECG embeddings of a dataset with `ecg` and `lead_mask` columns.
+
+    `keep`: (12,) bool lead subset (`data.leads.lead_keep_mask`); the other leads are zeroed and masked."""
     model.eval()
-    embeds = [
-        model.get_ecg_features(input_values, lead_mask=lead_mask).pooler_output.float().cpu()
-        for input_values, lead_mask in ecg_batches(dataset, batch_size, model.device, progress)
-    ]
+    embeds = []
+    for input_values, lead_mask in ecg_batches(dataset, batch_size, model.device, progress):
+        if keep is not None:
+            input_values, lead_mask = apply_lead_subset(input_values, lead_mask, keep)
+        embeds.append(model.get_ecg_features(input_values, lead_mask=lead_mask).pooler_output.float().cpu())
     return torch.cat(embeds)
 
 
@@ -214,7 +218,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test")
     parser.add_argument("--descriptions", default=None, help="JSON {code: text or [texts]} overriding the shipped prompts")
     parser.add_argument("--hypothesis_template", default="{}", help="format applied to every prompt, e.g. 'ECG: {}'")
+    add_leads_argument(parser)
     args = parser.parse_args(argv)
+    keep = lead_keep_mask(args.leads)  # fail before loading anything
 
     descriptions = read_descriptions_file(args.descriptions) if args.descriptions else None
     data = data_from_args(args)
@@ -225,13 +231,14 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer = load_dual_encoder(args.model, device_from_args(args))
     texts = label_texts_for(data.codes, data.label_set, descriptions, args.hypothesis_template, folder=args.model)
     progress = not args.no_progress
-    embeddings = ecg_embeddings(model, test, args.batch_size, progress)
+    embeddings = ecg_embeddings(model, test, args.batch_size, progress, keep)
     result = evaluate_zero_shot(model, tokenizer, test, texts, data.codes, args.batch_size, progress, embeddings)
 
     output_dir = Path(args.output_dir)
     references = np.asarray(test.with_format("numpy")["labels"], dtype=np.float32)
     figures = {} if args.no_figures else save_evaluation_figures(
-        output_dir, f"zero_shot_{data.name}", test, data.codes, result["scores"], references, embeddings.numpy(), args.seed
+        output_dir, f"zero_shot_{data.name}", test, data.codes, result["scores"], references, embeddings.numpy(), args.seed,
+        lead_mask_override=keep,
     )
     entry = write_results(
         output_dir / "results.json",
@@ -243,7 +250,9 @@ def main(argv: list[str] | None = None) -> dict:
         value=result["macro_auroc"],
         per_class=result["per_class"],
         split=args.split,
+        leads=list(lead_names(args.leads)),
         extra={
+            "lead_set": args.leads,
             "label_set": data.label_set,
             "num_records": len(test),
             "prompts": "user descriptions" if descriptions else ("shipped descriptions" if data.label_set else "label codes as free text"),
@@ -251,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
             "figures": figures,
         },
     )
-    print(f"zero-shot {data.name} ({args.split}, {len(test)} records): macro AUROC {result['macro_auroc']:.4f}")
+    print(f"zero-shot {data.name} ({args.split}, {len(test)} records, leads {args.leads}): macro AUROC {result['macro_auroc']:.4f}")
     for code, value in result["per_class"].items():
         print(f"  {code:<12}{value:.4f}")
     print(f"results written to {output_dir / 'results.json'}")
