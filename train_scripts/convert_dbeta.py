@@ -315,7 +315,18 @@ def convert(
 def _write_card(output_dir: Path, provenance: dict) -> None:
     from model_card.generate import write_model_card
 
-    write_model_card(output_dir, model_name=output_dir.resolve().name)
+    write_model_card(
+        output_dir,
+        model_name=output_dir.resolve().name,
+        license=provenance["license"],
+        provenance=(
+            f"Converted with `cmelt-convert-dbeta` from the authors' released checkpoint `{provenance['checkpoint_file']}` "
+            f"(SHA-256 `{provenance['checkpoint_sha256'][:16]}…`) of the official repository {provenance['source']}, "
+            f"pretrained by the authors on MIMIC-IV-ECG. Licence of the weights as the authors state it: "
+            f"{provenance['license']} (non-commercial)."
+        ),
+        datasets=["mimic-iv-ecg"],
+    )
 
 
 def _int_list(text: str) -> list[int]:
