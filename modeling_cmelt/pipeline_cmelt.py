@@ -54,7 +54,7 @@ def load_label_descriptions(
     if label_set is None:
         return sets
     if label_set not in sets:
-        raise ValueError(f"prompt set {prompts!r} has no label set {label_set!r}; it covers {sorted(sets)}")
+        raise ValueError(f"unknown label_set {label_set!r} in prompt set {prompts!r}; known sets: {sorted(sets)}")
     return sets[label_set]
 
 
