@@ -356,3 +356,16 @@ def test_domain_transfer_merl_split_prompts_and_baseline_then_report(merl_model,
     capsys.readouterr()
     text = report.main([str(tmp_path)])
     assert "| cpsc2018 | zero-shot |" in text and "| 80.1 |" in text and "| cpsc2018->csn | domain-transfer |" in text
+
+
+@pytest.mark.slow
+def test_split_files_folder_gives_the_shipped_rows(merl_roots, merl_folder):
+    shipped = load_evaluation_data("csn", str(merl_roots["csn"]), split="merl", cache_dir=str(merl_roots["cache"]))
+    original = load_evaluation_data("csn", str(merl_roots["csn"]), split_files=str(merl_folder / "finetune" / "data_split"),
+                                    cache_dir=str(merl_roots["cache"]))
+    assert shipped.split_source == original.split_source == "merl"
+    for split in ("train", "validation", "test"):
+        assert shipped.dataset_dict[split]["record_id"] == original.dataset_dict[split]["record_id"]
+        assert len(shipped.dataset_dict[split]) == PER_SPLIT[split]
+        assert shipped.dataset_dict[split]["labels"] == original.dataset_dict[split]["labels"]
+    assert shipped.codes == label_codes("csn")  # MERL's 38 labels, none dropped

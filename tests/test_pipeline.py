@@ -1,5 +1,6 @@
 """The zero-shot ECG labelling pipeline: real records, label resolution, remote-code loading, bad input."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -142,3 +143,16 @@ def test_remote_code_pipeline_without_the_package(model_folder, shared_data, tmp
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(eval(result.stdout.strip().splitlines()[-1])) == ["AFIB", "NORM", "STE"]  # noqa: S307 - our own output
+
+
+def test_prompt_sets_change_the_label_texts_not_the_labels(classifier, tmp_path):
+    ecg = np.random.default_rng(3).normal(0, 0.3, (12, 5000)).astype(np.float32)
+    ours = classifier(ecg, label_set="cpsc2018", sampling_rate=500)
+    merl = classifier(ecg, label_set="cpsc2018", prompts="merl", sampling_rate=500)
+    assert sorted(r["label"] for r in ours) == sorted(r["label"] for r in merl) == sorted(
+        load_label_descriptions("cpsc2018"))
+    assert {r["label"]: r["score"] for r in ours} != {r["label"]: r["score"] for r in merl}
+    user = tmp_path / "prompts.json"
+    user.write_text(json.dumps({"AFIB": "atrial fibrillation", "NORM": "normal ecg"}))
+    mine = classifier(ecg, candidate_labels=["AFIB", "NORM"], label_set="cpsc2018", prompts=str(user), sampling_rate=500)
+    assert sorted(r["label"] for r in mine) == ["AFIB", "NORM"]
