@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 from fixtures_downstream import write_cpsc_merl_fixture, write_csn_merl_fixture, write_ptbxl_merl_fixture
 
 from data.downstream import DownstreamReport
-from data.labels import LABEL_SETS, MERL_LABEL_SETS, label_codes
+from data.labels import MERL_LABEL_SETS, label_codes
 from data.ptbxl import merl_label_table, ptbxl_label_table
 from data.splits import MERL_SPLIT_FILES, merl_column_for_code, read_merl_split_csvs, read_merl_split_list
 from data.text_tower import build_tiny_t5
