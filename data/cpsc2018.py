@@ -9,7 +9,9 @@ Two layouts are recognised (chosen by whether a `REFERENCE.csv` exists in ROOT o
 
 Random seeded split of the records, 70 / 10 / 20 % by default (REFERENCE.md). (Paper Tab. 9's 4,950 / 551 /
 1,376 correspond to MERL's test 20 % and validation 10 % of the rest: pass `split_fractions=(0.72, 0.08, 0.2)`.)
-CPSC2018 publishes no patient ids, so rows have no `patient_id`.
+CPSC2018 publishes no patient ids, so rows have no `patient_id`. `split="merl"`: MERL's published rows and labels
+(`icbeb_{train,val,test}.csv`, the benchmark of C-MELT's Tab. 2 / 3); shipped lists, or MERL's CSV folder with
+`split_files=`.
 
 CLI: `python -m data.cpsc2018 ROOT`.
 """
@@ -26,11 +28,14 @@ from datasets import DatasetDict
 from data.downstream import (
     DownstreamReport,
     add_common_cli_arguments,
+    add_merl_split_cli_arguments,
     build_dataset_dict,
+    check_split_source,
     downstream_features,
     finish_cli,
     header_class_indices,
     label_names,
+    merl_record_jobs,
     split_record_jobs,
 )
 from data.labels import label_codes, snomed_to_class_indices
@@ -104,12 +109,25 @@ def load_cpsc2018(
     cache_dir: str | os.PathLike | None = None,
     report: DownstreamReport | None = None,
     output_dir: str | os.PathLike | None = None,
+    split: str = "seeded",
+    split_files: str | os.PathLike | None = None,
 ) -> DatasetDict:
-    """CPSC2018 as train / validation / test (seeded random split of the records with a label of the task)."""
+    """CPSC2018 as train / validation / test (seeded random split of the records with a label of the task, or
+    MERL's published rows and labels with `split="merl"`)."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: CPSC2018 folder not found")
+    check_split_source(split, "seeded")
     report = report if report is not None else DownstreamReport()
+    codes = label_codes(LABEL_SET)
+    if split == "merl":
+        paths = {path.stem: str(path) for path in sorted(root.rglob("*.mat"))}
+        jobs_by_split = merl_record_jobs(LABEL_SET, paths, split_files, report)
+        dataset_dict = build_dataset_dict(
+            "cpsc2018_merl", jobs_by_split, downstream_features(codes), report, num_proc=num_proc, cache_dir=cache_dir
+        )
+        report.print_and_save("CPSC2018", output_dir)
+        return dataset_dict
     reference = find_reference_csv(root)
     if reference is not None:
         records = _original_layout_records(root, reference, report)
@@ -117,7 +135,6 @@ def load_cpsc2018(
         records = _challenge_layout_records(root, report)
     if not records and report.skipped.total == 0:
         raise ValueError(f"{root}: no CPSC2018 records found (expected REFERENCE.csv + .mat files, or .hea + .mat)")
-    codes = label_codes(LABEL_SET)
     jobs_by_split = split_record_jobs(records, len(codes), split_fractions, seed)
     dataset_dict = build_dataset_dict(
         "cpsc2018", jobs_by_split, downstream_features(codes), report, num_proc=num_proc, cache_dir=cache_dir,
@@ -131,9 +148,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Load CPSC2018 and print split sizes and class counts.")
     parser.add_argument("root", help="CPSC2018 folder (REFERENCE.csv + TrainingSet*/, or challenge g*/ .hea + .mat)")
     add_common_cli_arguments(parser)
+    add_merl_split_cli_arguments(parser, "seeded")
     args = parser.parse_args(argv)
     dataset_dict = load_cpsc2018(
-        args.root, num_proc=args.num_proc, seed=args.seed, cache_dir=args.cache_dir, output_dir=args.output_dir
+        args.root, num_proc=args.num_proc, seed=args.seed, cache_dir=args.cache_dir, output_dir=args.output_dir,
+        split=args.split, split_files=args.split_files,
     )
     finish_cli("CPSC2018", dataset_dict, args.output_dir)
 

@@ -9,6 +9,8 @@ ConditionNames table; other codes are counted in the report, and a record withou
 Then, as MERL does, **labels with fewer than `min_records_per_label` (10) records are dropped**, counted on the
 loaded data (after bad records were skipped, over all splits); rows left without a label are dropped too and the
 removed labels are listed in the report. Seeded random split 70 / 10 / 20 % of the records. No patient ids.
+`split="merl"`: MERL's published rows and labels (`chapman_{train,val,test}.csv`, all 38 labels, nothing dropped:
+the published files define the benchmark); shipped lists, or MERL's CSV folder with `split_files=`.
 
 CLI: `python -m data.csn ROOT`.
 """
@@ -26,12 +28,15 @@ from datasets import DatasetDict
 from data.downstream import (
     DownstreamReport,
     add_common_cli_arguments,
+    add_merl_split_cli_arguments,
     build_dataset_dict,
+    check_split_source,
     downstream_features,
     drop_rare_labels,
     finish_cli,
     header_class_indices,
     label_names,
+    merl_record_jobs,
     split_record_jobs,
 )
 from data.labels import LABEL_SETS, label_codes, snomed_to_class_indices
@@ -79,8 +84,11 @@ def load_csn(
     cache_dir: str | os.PathLike | None = None,
     report: DownstreamReport | None = None,
     output_dir: str | os.PathLike | None = None,
+    split: str = "seeded",
+    split_files: str | os.PathLike | None = None,
 ) -> DatasetDict:
     """CSN as train / validation / test; see the module docstring for the label rules."""
+    check_split_source(split, "seeded")
     root = Path(root)
     records_root = root / "WFDBRecords" if (root / "WFDBRecords").is_dir() else root
     if not records_root.is_dir():
@@ -89,6 +97,14 @@ def load_csn(
     report = report if report is not None else DownstreamReport()
     code_to_indices = snomed_to_class_indices(LABEL_SET)
     codes = label_codes(LABEL_SET)
+    if split == "merl":
+        paths = {header.stem: str(header.with_suffix(".mat")) for header in sorted(records_root.rglob("*.hea"))}
+        jobs_by_split = merl_record_jobs(LABEL_SET, paths, split_files, report)
+        dataset_dict = build_dataset_dict(
+            "csn_merl", jobs_by_split, downstream_features(codes), report, num_proc=num_proc, cache_dir=cache_dir
+        )
+        report.print_and_save("CSN", output_dir)
+        return dataset_dict
     records = []
     for header in sorted(records_root.rglob("*.hea")):
         indices = header_class_indices(header.stem, header, code_to_indices, report)
@@ -111,10 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", help=f"folder holding WFDBRecords/ and {CONDITION_NAMES_FILE}")
     parser.add_argument("--min-records-per-label", type=int, default=10)
     add_common_cli_arguments(parser)
+    add_merl_split_cli_arguments(parser, "seeded")
     args = parser.parse_args(argv)
     dataset_dict = load_csn(
         args.root, min_records_per_label=args.min_records_per_label, num_proc=args.num_proc, seed=args.seed,
-        cache_dir=args.cache_dir, output_dir=args.output_dir,
+        cache_dir=args.cache_dir, output_dir=args.output_dir, split=args.split, split_files=args.split_files,
     )
     finish_cli("CSN", dataset_dict, args.output_dir)
 

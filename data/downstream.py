@@ -526,6 +526,38 @@ def split_record_jobs(
     }
 
 
+def merl_record_jobs(
+    label_set: str, paths: dict[str, str], split_files, report: DownstreamReport
+) -> dict[str, list[RecordJob]]:
+    """MERL's published rows of `label_set` (shipped lists, or its original CSVs in `split_files`) as labelled jobs.
+
+    `paths`: record id -> signal path of the records found on disk; a published row without a file is skipped and
+    counted. The labels are MERL's (read by column name), the row's split is MERL's."""
+    from data.labels import label_codes
+    from data.splits import MERL_SPLITS, read_merl_split_list
+
+    codes = label_codes(label_set)
+    jobs: dict[str, list[RecordJob]] = {split: [] for split in MERL_SPLITS}
+    for row in read_merl_split_list(label_set, split_files).itertuples(index=False):
+        path = paths.get(row.record_id)
+        if path is None:
+            report.skipped.skip(row.record_id, "signal or header file missing")
+            continue
+        indices = [codes.index(code) for code in row.label_codes]
+        jobs[row.split].append(RecordJob(record_id=row.record_id, path=path, columns=label_columns(indices, len(codes))))
+    return jobs
+
+
+def check_split_source(split: str, default: str) -> None:
+    if split not in (default, "merl"):
+        raise ValueError(f"split must be {default!r} or 'merl' (MERL's published rows), got {split!r}")
+
+
+def add_merl_split_cli_arguments(parser, default: str) -> None:
+    parser.add_argument("--split", choices=(default, "merl"), default=default, help="the loader's own split or MERL's published rows")
+    parser.add_argument("--split-files", default=None, help="MERL's original finetune/data_split folder (with --split merl)")
+
+
 def add_common_cli_arguments(parser) -> None:
     parser.add_argument("--num-proc", type=int, default=1, help="worker processes reading records")
     parser.add_argument("--seed", type=int, default=42, help="seed of the random splits")

@@ -237,3 +237,27 @@ def snomed_to_class_indices(label_set: str) -> dict[str, list[int]]:
         for code in label.snomed:
             mapping.setdefault(code, []).append(index)
     return mapping
+
+
+# MERL's label sets: the tasks whose rows and CKEPE prompts MERL published (C-MELT Tab. 2 / 3).
+MERL_LABEL_SETS = ("ptbxl_super", "ptbxl_sub", "ptbxl_form", "ptbxl_rhythm", "cpsc2018", "csn")
+MERL_PROMPTS_SOURCE = (
+    "MERL's CKEPE prompts (zeroshot/CKEPE_prompt.json of cheliu-computation/MERL-ICML2024 at commit "
+    "38799b7deb1c9958f41badcfacc6a95192787cc4), keyed by this repository's class codes"
+)
+
+
+def merl_prompt_key(code: str, prompts: dict) -> str:
+    """MERL's prompt key of one of our codes, by name (MERL writes PTB-XL codes without underscores)."""
+    for candidate in (code, code.strip("_")):
+        if candidate in prompts:
+            return candidate
+    raise ValueError(f"class {code!r} has no CKEPE prompt (keys: {sorted(prompts)})")
+
+
+def merl_prompt_sets(ckepe_prompts: dict[str, str]) -> dict[str, dict[str, str]]:
+    """{label set: {our code: CKEPE prompt}} for MERL's six tasks, matched by name, never by position."""
+    return {
+        label_set: {code: ckepe_prompts[merl_prompt_key(code, ckepe_prompts)] for code in label_codes(label_set)}
+        for label_set in MERL_LABEL_SETS
+    }

@@ -13,6 +13,9 @@ counts, whatever its likelihood** (0.0 included: the benchmark iterates `y_dic.k
 Records with no label of the task are dropped. Split by `strat_fold`: 1-8 train, 9 validation, 10 test. Signals
 are the 500 Hz `filename_hr` records.
 
+`split="merl"`: MERL's published rows and labels instead (the benchmark of C-MELT's Tab. 2 / 3; shipped lists, or
+MERL's original CSV folder with `split_files=`); the signals and patient ids still come from ROOT.
+
 CLI: `python -m data.ptbxl ROOT --task super` (add `--metadata-only` to compute the label table from the CSVs
 without signals, `--database-csv FILE` to use another copy of ptbxl_database.csv).
 """
@@ -31,6 +34,7 @@ from data.downstream import (
     DownstreamReport,
     RecordJob,
     add_common_cli_arguments,
+    add_merl_split_cli_arguments,
     build_dataset_dict,
     downstream_features,
     finish_cli,
@@ -43,7 +47,7 @@ from data.labels import label_codes
 TASK_LABEL_SETS = {"super": "ptbxl_super", "sub": "ptbxl_sub", "form": "ptbxl_form", "rhythm": "ptbxl_rhythm"}
 FOLD_SPLITS = {**{fold: "train" for fold in range(1, 9)}, 9: "validation", 10: "test"}
 
-__all__ = ["load_ptbxl", "ptbxl_label_table", "statement_to_task_labels", "label_names", "TASK_LABEL_SETS"]
+__all__ = ["load_ptbxl", "ptbxl_label_table", "merl_label_table", "statement_to_task_labels", "label_names", "TASK_LABEL_SETS"]
 
 
 def _check_task(task: str) -> str:
@@ -148,6 +152,49 @@ def ptbxl_label_table(
     )
 
 
+def merl_label_table(
+    root: str | os.PathLike,
+    task: str = "super",
+    *,
+    database_csv: str | os.PathLike | None = None,
+    split_files: str | os.PathLike | None = None,
+    report: DownstreamReport | None = None,
+) -> pd.DataFrame:
+    """MERL's published rows and labels of `task`, with the file name, patient and fold from ptbxl_database.csv;
+    same columns as `ptbxl_label_table`. A published row missing from the database is skipped and counted."""
+    from data.splits import read_merl_split_list
+
+    root = Path(root)
+    report = report if report is not None else DownstreamReport()
+    label_set = _check_task(task)
+    codes = label_codes(label_set)
+    database_path = Path(database_csv) if database_csv is not None else root / "ptbxl_database.csv"
+    if not database_path.is_file():
+        raise ValueError(f"{database_path}: ptbxl_database.csv not found (pass database_csv= for another file name)")
+    database = pd.read_csv(database_path, usecols=["ecg_id", "patient_id", "strat_fold", "filename_hr"])
+    database = database.set_index(database["ecg_id"].astype(int).astype(str))
+    published = read_merl_split_list(label_set, split_files)
+    rows = []
+    for row in published.itertuples(index=False):
+        if row.record_id not in database.index:
+            report.skipped.skip(row.record_id, "published row not in ptbxl_database.csv")
+            continue
+        record = database.loc[row.record_id]
+        patient = record["patient_id"]
+        rows.append({
+            "ecg_id": int(row.record_id),
+            "patient_id": "" if pd.isna(patient) else str(int(float(patient))),
+            "strat_fold": int(record["strat_fold"]),
+            "split": row.split,
+            "filename_hr": str(record["filename_hr"]),
+            "label_codes": list(row.label_codes),
+            "label_ids": [codes.index(code) for code in row.label_codes],
+        })
+    return pd.DataFrame(
+        rows, columns=["ecg_id", "patient_id", "strat_fold", "split", "filename_hr", "label_codes", "label_ids"]
+    )
+
+
 def metadata_class_counts(table: pd.DataFrame, task: str) -> tuple[dict[str, list[int]], dict[str, int]]:
     """Per-split class counts and sizes of a `ptbxl_label_table`."""
     codes = label_codes(_check_task(task))
@@ -173,8 +220,11 @@ def load_ptbxl(
     cache_dir: str | os.PathLike | None = None,
     report: DownstreamReport | None = None,
     output_dir: str | os.PathLike | None = None,
+    split: str = "folds",
+    split_files: str | os.PathLike | None = None,
 ) -> DatasetDict:
-    """PTB-XL `task` ("super", "sub", "form", "rhythm") as train / validation / test (folds 1-8 / 9 / 10).
+    """PTB-XL `task` ("super", "sub", "form", "rhythm") as train / validation / test (folds 1-8 / 9 / 10, or
+    MERL's published rows and labels with `split="merl"`, see the module docstring).
 
     `seed` is unused (PTB-XL's splits are its folds) and kept for the common loader signature. A record whose
     500 Hz file is missing, truncated or holds NaN samples is skipped and counted in `report` (printed, and
@@ -183,7 +233,12 @@ def load_ptbxl(
     del seed
     root = Path(root)
     report = report if report is not None else DownstreamReport()
-    table = ptbxl_label_table(root, task, database_csv=database_csv, report=report)
+    if split == "merl":
+        table = merl_label_table(root, task, database_csv=database_csv, split_files=split_files, report=report)
+    elif split == "folds":
+        table = ptbxl_label_table(root, task, database_csv=database_csv, report=report)
+    else:
+        raise ValueError(f"PTB-XL split must be 'folds' (strat_fold 1-8 / 9 / 10) or 'merl', got {split!r}")
     codes = label_codes(TASK_LABEL_SETS[task])
     features = downstream_features(codes, extra={"strat_fold": Value("int32")}, with_patient_id=True)
     jobs_by_split: dict[str, list[RecordJob]] = {"train": [], "validation": [], "test": []}
@@ -196,7 +251,7 @@ def load_ptbxl(
             )
         )
     dataset_dict = build_dataset_dict(
-        f"ptbxl_{task}", jobs_by_split, features, report, num_proc=num_proc, cache_dir=cache_dir
+        f"ptbxl_{task}" + ("_merl" if split == "merl" else ""), jobs_by_split, features, report, num_proc=num_proc, cache_dir=cache_dir
     )
     report.print_and_save(f"PTB-XL {task}", output_dir)
     return dataset_dict
@@ -208,12 +263,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", choices=sorted(TASK_LABEL_SETS), default="super")
     parser.add_argument("--database-csv", default=None, help="another copy of ptbxl_database.csv")
     parser.add_argument("--metadata-only", action="store_true", help="labels from the CSVs only, no signals")
+    add_merl_split_cli_arguments(parser, "folds")
     add_common_cli_arguments(parser)
     args = parser.parse_args(argv)
     title = f"PTB-XL {args.task}"
     if args.metadata_only:
         report = DownstreamReport()
-        table = ptbxl_label_table(args.root, args.task, database_csv=args.database_csv, report=report)
+        if args.split == "merl":
+            table = merl_label_table(args.root, args.task, database_csv=args.database_csv, split_files=args.split_files, report=report)
+        else:
+            table = ptbxl_label_table(args.root, args.task, database_csv=args.database_csv, report=report)
         counts, sizes = metadata_class_counts(table, args.task)
         print(f"{title} (metadata only): {len(counts['train'])} classes")
         print(format_class_counts(label_codes(TASK_LABEL_SETS[args.task]), counts, sizes))
@@ -222,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     report = DownstreamReport()
     dataset_dict = load_ptbxl(
         args.root, args.task, database_csv=args.database_csv, num_proc=args.num_proc, cache_dir=args.cache_dir,
-        report=report, output_dir=args.output_dir,
+        report=report, output_dir=args.output_dir, split=args.split, split_files=args.split_files,
     )
     finish_cli(title, dataset_dict, args.output_dir)
 

@@ -1,10 +1,20 @@
-"""Seeded splits, label-fraction subsets for linear probing (1 %, 10 %, 100 %) and a patient-leakage check."""
+"""Seeded splits, MERL's published splits, label-fraction subsets for linear probing (1 %, 10 %, 100 %) and a
+patient-leakage check.
+
+MERL's split files (Liu et al., ICML 2024; MIT licence, copyright 2024 Che Liu) define the rows of the PTB-XL
+super / sub / form / rhythm, CPSC2018 and CSN benchmarks of C-MELT's Tab. 2 / 3. `data/merl_splits/` ships compact
+lists derived from them (`python -m data.splits MERL/finetune/data_split` re-derives them) with MERL's licence.
+"""
 
 from __future__ import annotations
 
+import gzip
+import os
 from collections.abc import Sequence as SequenceType
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from datasets import Dataset, DatasetDict
 
 
@@ -86,3 +96,129 @@ def check_patient_leakage(dataset_dict: DatasetDict, column: str = "patient_id")
                 problems.append(f"{len(shared)} patient(s) in both {first!r} and {second!r} (e.g. {examples})")
     if problems:
         raise ValueError("patient leakage between splits: " + "; ".join(problems))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MERL's published splits (PTB-XL super / sub / form / rhythm, CPSC2018 = ICBEB, CSN = Chapman)
+
+MERL_SPLIT_DIR = Path(__file__).resolve().parent / "merl_splits"
+MERL_SPLITS = ("train", "validation", "test")
+MERL_FILE_SPLITS = {"train": "train", "validation": "val", "test": "test"}
+# label set -> (folder under MERL's finetune/data_split, file stem, record-id column)
+MERL_SPLIT_FILES: dict[str, tuple[str, str, str]] = {
+    "ptbxl_super": ("ptbxl/super_class", "ptbxl_super_class", "ecg_id"),
+    "ptbxl_sub": ("ptbxl/sub_class", "ptbxl_sub_class", "ecg_id"),
+    "ptbxl_form": ("ptbxl/form", "ptbxl_form", "ecg_id"),
+    "ptbxl_rhythm": ("ptbxl/rhythm", "ptbxl_rhythm", "ecg_id"),
+    "cpsc2018": ("icbeb", "icbeb", "filename"),
+    "csn": ("chapman", "chapman", "ecg_path"),
+}
+LABEL_SEPARATOR = ";"
+
+
+def merl_split_file(split_files: str | os.PathLike, label_set: str, split: str) -> Path:
+    """Path of MERL's original CSV for `label_set` and `split` ("train" / "validation" / "test") under
+    `split_files` (MERL's `finetune/data_split` folder, or the repository root holding it)."""
+    folder, stem, _ = _merl_entry(label_set)
+    root = Path(split_files)
+    for base in (root, root / "finetune" / "data_split", root / "data_split"):
+        path = base / folder / f"{stem}_{MERL_FILE_SPLITS[split]}.csv"
+        if path.is_file():
+            return path
+    raise ValueError(
+        f"{root}: MERL split file {folder}/{stem}_{MERL_FILE_SPLITS[split]}.csv not found (expected MERL's "
+        "finetune/data_split folder)"
+    )
+
+
+def _merl_entry(label_set: str) -> tuple[str, str, str]:
+    if label_set not in MERL_SPLIT_FILES:
+        raise ValueError(f"MERL publishes splits for {sorted(MERL_SPLIT_FILES)}, not {label_set!r}")
+    return MERL_SPLIT_FILES[label_set]
+
+
+def merl_column_for_code(code: str, columns: SequenceType[str]) -> str:
+    """MERL's column for one of our class codes, matched by name: MERL writes PTB-XL codes without the
+    underscores of scp_statements.csv (`ISC` for `ISC_`, `AVB` for `_AVB`)."""
+    for candidate in (code, code.strip("_")):
+        if candidate in columns:
+            return candidate
+    raise ValueError(f"class {code!r} has no column in MERL's split file (columns: {list(columns)})")
+
+
+def merl_record_id(label_set: str, value) -> str:
+    """Our record id of a MERL row: PTB-XL `ecg_id`, CPSC2018 `filename` (A0001), CSN file stem (JS00001)."""
+    if label_set == "csn":
+        return Path(str(value)).stem
+    if label_set.startswith("ptbxl"):
+        return str(int(value))
+    return str(value).strip()
+
+
+def read_merl_split_csvs(split_files: str | os.PathLike, label_set: str) -> pd.DataFrame:
+    """Rows of MERL's original CSVs as (`split`, `record_id`, `label_codes`), labels read **by column name**
+    (the train file of `sub_class` orders its columns differently from val / test)."""
+    from data.labels import label_codes
+
+    _, _, id_column = _merl_entry(label_set)
+    codes = label_codes(label_set)
+    frames = []
+    for split in MERL_SPLITS:
+        path = merl_split_file(split_files, label_set, split)
+        table = pd.read_csv(path)
+        if id_column not in table.columns:
+            raise ValueError(f"{path}: no {id_column!r} column (columns: {list(table.columns)})")
+        columns = [merl_column_for_code(code, list(table.columns)) for code in codes]
+        values = table[columns].to_numpy()
+        if not np.isin(values, (0, 1)).all():
+            raise ValueError(f"{path}: label columns must hold 0 / 1")
+        frames.append(pd.DataFrame({
+            "split": split,
+            "record_id": [merl_record_id(label_set, value) for value in table[id_column]],
+            "label_codes": [[codes[i] for i in np.flatnonzero(row)] for row in values],
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_merl_split_list(label_set: str, split_files: str | os.PathLike | None = None) -> pd.DataFrame:
+    """MERL's published rows of `label_set`: (`split`, `record_id`, `label_codes` in our codes).
+
+    From the compact lists shipped in `data/merl_splits/` (derived from MERL's files, MIT, see the LICENSE
+    there), or from MERL's original CSV folder when `split_files` is given."""
+    if split_files is not None:
+        return read_merl_split_csvs(split_files, label_set)
+    _merl_entry(label_set)
+    table = pd.read_csv(MERL_SPLIT_DIR / f"{label_set}.csv.gz", dtype=str, keep_default_na=False)
+    table["label_codes"] = [value.split(LABEL_SEPARATOR) if value else [] for value in table["labels"]]
+    return table[["split", "record_id", "label_codes"]]
+
+
+def write_merl_split_lists(split_files: str | os.PathLike, output_dir: str | os.PathLike = MERL_SPLIT_DIR) -> list[Path]:
+    """Derives the compact lists (`<label set>.csv.gz`: split, record_id, labels joined by ';') from MERL's CSVs."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for label_set in MERL_SPLIT_FILES:
+        table = read_merl_split_csvs(split_files, label_set)
+        table["labels"] = [LABEL_SEPARATOR.join(codes) for codes in table["label_codes"]]
+        path = output_dir / f"{label_set}.csv.gz"
+        # mtime=0: the same input gives byte-identical files
+        with gzip.GzipFile(path, "wb", mtime=0) as handle:
+            handle.write(table[["split", "record_id", "labels"]].to_csv(index=False).encode())
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Derive the shipped MERL split lists from MERL's original CSVs.")
+    parser.add_argument("split_files", help="MERL's finetune/data_split folder")
+    parser.add_argument("--output-dir", default=str(MERL_SPLIT_DIR))
+    args = parser.parse_args(argv)
+    for path in write_merl_split_lists(args.split_files, args.output_dir):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,8 @@
 """Zero-shot ECG labelling: `pipeline("zero-shot-ecg-classification", model=folder, trust_remote_code=True)`.
 
-Each candidate label becomes text (a clinical description from `label_descriptions.json`, the user's own
-descriptions, or the label itself as free text); the label's embedding is the mean of its texts' embeddings, computed
+Each candidate label becomes text (a clinical description from a prompt set of `label_descriptions.json` —
+`prompts="cmelt"`, ours, or `"merl"`, MERL's CKEPE prompts (MIT, notice in the file) — a JSON file of the user's,
+the user's own `descriptions`, or the label itself as free text); the label's embedding is the mean of its texts' embeddings, computed
 once per label set and cached. An ECG's score for a label is sigmoid(scale * ecg . label + bias) — independent per
 label (`multi_label=True`, the default) — or a softmax over the candidates.
 """
@@ -19,13 +20,17 @@ from transformers import Pipeline
 from .processing_cmelt import clean_report
 
 DESCRIPTIONS_FILE = "label_descriptions.json"
+SHIPPED_PROMPT_SETS = ("cmelt", "merl")
 TASK = "zero-shot-ecg-classification"
 LabelTexts = Mapping[str, str | Sequence[str]]
 
 
 @lru_cache(maxsize=4)
-def _read_descriptions(path: str) -> dict:
-    return json.loads(Path(path).read_text())["label_sets"]
+def _read_descriptions(path: str, prompts: str = "cmelt") -> dict | None:
+    document = json.loads(Path(path).read_text())
+    if prompts == "cmelt":
+        return document["label_sets"]
+    return document.get("prompt_sets", {}).get(prompts, {}).get("label_sets")
 
 
 def resolve_model_file(name_or_path: str | Path | None, filename: str, revision: str | None = None) -> str | None:
@@ -49,25 +54,64 @@ def resolve_model_file(name_or_path: str | Path | None, filename: str, revision:
 
 
 def load_label_descriptions(
-    label_set: str | None = None, folder: str | Path | None = None, revision: str | None = None
+    label_set: str | None = None,
+    folder: str | Path | None = None,
+    revision: str | None = None,
+    prompts: str = "cmelt",
 ) -> dict:
-    """The shipped clinical descriptions: every set (`{set: {code: text}}`), or one set's `{code: text}`.
+    """A shipped prompt set (`prompts`: "cmelt", our clinical descriptions, or "merl", MERL's CKEPE prompts):
+    every label set (`{set: {code: text}}`), or one set's `{code: text}`.
 
     `folder`: a saved model folder or a Hub repo id (`model.name_or_path`); its `label_descriptions.json` is
     resolved with `resolve_model_file` first, then the copy next to this file (the installed package) is used."""
+    if prompts not in SHIPPED_PROMPT_SETS:
+        raise ValueError(f"unknown prompt set {prompts!r}; shipped sets: {list(SHIPPED_PROMPT_SETS)} (or a JSON file)")
     resolved = resolve_model_file(folder, DESCRIPTIONS_FILE, revision)
     beside = Path(__file__).resolve().parent / DESCRIPTIONS_FILE
-    path = Path(resolved) if resolved else (beside if beside.is_file() else None)
-    if path is None:
+    paths = [path for path in (Path(resolved) if resolved else None, beside) if path is not None and path.is_file()]
+    if not paths:
         raise FileNotFoundError(
             f"{DESCRIPTIONS_FILE} not found in {folder!r} (a model folder or Hub repo id) nor in {beside.parent}"
         )
-    sets = _read_descriptions(str(path))
+    # a folder saved before a prompt set was added falls back to the packaged file
+    sets = next((found for path in paths if (found := _read_descriptions(str(path), prompts)) is not None), None)
+    if sets is None:
+        raise ValueError(f"prompt set {prompts!r} not found in {[str(path) for path in paths]}")
     if label_set is None:
         return sets
     if label_set not in sets:
-        raise ValueError(f"unknown label_set {label_set!r}; known sets: {sorted(sets)}")
+        raise ValueError(f"unknown label_set {label_set!r} in prompt set {prompts!r}; known sets: {sorted(sets)}")
     return sets[label_set]
+
+
+def read_prompt_file(path: str | Path, label_set: str | None = None) -> dict[str, str | list[str]]:
+    """A user's prompts: JSON `{code: text or [texts]}`, or `{label set: {code: ...}}` (then `label_set` picks)."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"prompts file {path}: expected a JSON file {{code: text or [texts]}} ({error})") from error
+    if isinstance(document, dict) and label_set in document and isinstance(document[label_set], dict):
+        document = document[label_set]
+
+    def is_texts(value) -> bool:
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(text, str) for text in value))
+
+    if not isinstance(document, dict) or not all(is_texts(value) for value in document.values()):
+        raise ValueError(f"prompts file {path}: expected a JSON object {{code: text or [texts]}}")
+    return document
+
+
+def resolve_prompts(prompts, label_set: str | None, folder: str | Path | None = None) -> tuple[dict, str]:
+    """`(prompts {code: text or [texts]}, name)` of a prompt choice: "cmelt" (default) or "merl" (shipped sets of
+    `label_set`), a path to a JSON file (name: the file name) or a mapping (name: "user")."""
+    if prompts is None or (isinstance(prompts, str) and prompts in SHIPPED_PROMPT_SETS):
+        name = prompts or "cmelt"
+        return (load_label_descriptions(label_set, folder, prompts=name) if label_set else {}), name
+    if isinstance(prompts, Mapping):
+        return dict(prompts), "user"
+    if isinstance(prompts, (str, Path)) and Path(prompts).is_file():
+        return read_prompt_file(prompts, label_set), Path(prompts).name
+    raise ValueError(f"prompts must be one of {list(SHIPPED_PROMPT_SETS)}, a JSON file or a mapping; got {prompts!r}")
 
 
 def label_texts_for(
@@ -76,28 +120,30 @@ def label_texts_for(
     descriptions: LabelTexts | None = None,
     hypothesis_template: str = "{}",
     folder: str | Path | None = None,
+    prompts="cmelt",
 ) -> dict[str, list[str]]:
     """Resolve each candidate label to its prompt texts.
 
-    Precedence: the user's `descriptions`; then, with `label_set`, the shipped description of that code (a code
-    unknown to the set is an error); without `label_set`, the label is free text. The template is applied last.
+    Precedence: the user's `descriptions`; then, with `label_set`, the code's text in the prompt set `prompts`
+    (see `resolve_prompts`; a code unknown to it is an error); without `label_set`, a user prompt set's text or
+    else the label as free text. The template is applied last.
     """
     if isinstance(candidate_labels, str):
         candidate_labels = [label.strip() for label in candidate_labels.split(",") if label.strip()]
     if not candidate_labels:
         raise ValueError("candidate_labels is empty: give label codes of a known set or free-text labels")
-    shipped = load_label_descriptions(label_set, folder) if label_set else {}
+    shipped, prompt_name = resolve_prompts(prompts, label_set, folder)
     resolved = {}
     for label in candidate_labels:
         if descriptions is not None and label in descriptions:
             texts = descriptions[label]
-        elif label_set:
-            if label not in shipped:
-                raise ValueError(
-                    f"label {label!r} is not a code of label set {label_set!r} and has no text in `descriptions`; "
-                    f"codes of {label_set!r}: {sorted(shipped)}"
-                )
+        elif label in shipped:
             texts = shipped[label]
+        elif label_set:
+            raise ValueError(
+                f"label {label!r} is not a code of label set {label_set!r} in prompt set {prompt_name!r} and has no "
+                f"text in `descriptions`; codes it covers: {sorted(shipped)}"
+            )
         else:
             texts = label
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -139,7 +185,8 @@ class ZeroShotECGClassificationPipeline(Pipeline):
 
     Inputs: an array (+ `sampling_rate`, optional `lead_names`), a path to a WFDB / .mat / .npy record, or a list
     of them. Parameters: `candidate_labels` (codes of `label_set`, or free text), `label_set` (e.g.
-    "ptbxl_super"), `descriptions` ({label: text or [texts]}), `hypothesis_template` ("{}"), `multi_label`
+    "ptbxl_super"), `prompts` ("cmelt", "merl" or a JSON file: which texts describe a label set's codes),
+    `descriptions` ({label: text or [texts]}), `hypothesis_template` ("{}"), `multi_label`
     (True: independent sigmoid scores; False: softmax over the candidates). Returns, per ECG, a list of
     {"label", "score"} sorted by score.
     """
@@ -159,6 +206,7 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         label_set=None,
         descriptions=None,
         hypothesis_template=None,
+        prompts=None,
         multi_label=None,
         sampling_rate=None,
         lead_names=None,
@@ -168,7 +216,7 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         forward = {}
         if candidate_labels is not None:
             forward["candidate_labels"] = candidate_labels
-        for key, value in (("label_set", label_set), ("descriptions", descriptions), ("hypothesis_template", hypothesis_template)):
+        for key, value in (("label_set", label_set), ("descriptions", descriptions), ("hypothesis_template", hypothesis_template), ("prompts", prompts)):
             if value is not None:
                 forward[key] = value
         postprocess = {"multi_label": True if multi_label is None else multi_label}
@@ -190,24 +238,26 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         )
         return {"input_values": features["input_values"], "lead_mask": features["lead_mask"]}
 
-    def _label_embeddings(self, candidate_labels, label_set, descriptions, hypothesis_template):
+    def _label_embeddings(self, candidate_labels, label_set, descriptions, hypothesis_template, prompts="cmelt"):
         key = (
             tuple(candidate_labels) if candidate_labels is not None else None,
             label_set,
             json.dumps(descriptions, sort_keys=True) if descriptions else None,
             hypothesis_template,
+            json.dumps(prompts, sort_keys=True, default=str),
         )
         if key not in self._label_cache:
+            folder = self.model.name_or_path or None
             if candidate_labels is None:
-                candidate_labels = list(load_label_descriptions(label_set, self.model.name_or_path or None))
-            texts = label_texts_for(
-                candidate_labels, label_set, descriptions, hypothesis_template, self.model.name_or_path or None
-            )
+                candidate_labels = list(resolve_prompts(prompts, label_set, folder)[0])
+            texts = label_texts_for(candidate_labels, label_set, descriptions, hypothesis_template, folder, prompts)
             self._label_cache[key] = (list(texts), encode_label_texts(self.model, self.tokenizer, texts))
         return self._label_cache[key]
 
-    def _forward(self, model_inputs, candidate_labels=None, label_set=None, descriptions=None, hypothesis_template="{}"):
-        labels, label_embeds = self._label_embeddings(candidate_labels, label_set, descriptions, hypothesis_template)
+    def _forward(
+        self, model_inputs, candidate_labels=None, label_set=None, descriptions=None, hypothesis_template="{}", prompts="cmelt"
+    ):
+        labels, label_embeds = self._label_embeddings(candidate_labels, label_set, descriptions, hypothesis_template, prompts)
         ecg_embeds = self.model.get_ecg_features(
             model_inputs["input_values"], lead_mask=model_inputs["lead_mask"]
         ).pooler_output

@@ -224,3 +224,95 @@ def write_code_test_tree(root: Path, shared_data: Path, labels: np.ndarray, seco
     with open(root / "attributes.csv", "w", newline="") as handle:
         handle.write("age,sex\n" + "".join("60,M\n" for _ in seconds))
     return root
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fixtures on MERL's published rows (record names as in MERL's split files)
+
+
+def merl_fixture_rows(label_set: str, per_split: dict[str, int], allowed_ids=None) -> list[tuple[str, str, list[str]]]:
+    """(split, record_id, label codes) of the first published rows of each split (restricted to `allowed_ids`),
+    taken so that the test rows cover several classes."""
+    from data.splits import read_merl_split_list
+
+    table = read_merl_split_list(label_set)
+    if allowed_ids is not None:
+        table = table[table["record_id"].isin(set(allowed_ids))]
+    chosen = []
+    for split, count in per_split.items():
+        part = table[table["split"] == split]
+        seen: set[str] = set()
+        picked = []
+        for row in part.itertuples(index=False):  # first rows bringing a new class, then any
+            if len(picked) < count and not set(row.label_codes) <= seen:
+                picked.append(row)
+                seen |= set(row.label_codes)
+        for row in part.itertuples(index=False):
+            if len(picked) >= count:
+                break
+            if row not in picked:
+                picked.append(row)
+        chosen.extend((split, row.record_id, list(row.label_codes)) for row in picked)
+    return chosen
+
+
+def labelled_sine(codes: list[str], all_codes: list[str], seed: int) -> np.ndarray:
+    """(12, 5000) mV: a sine whose frequency follows the record's first class, so the labels are learnable."""
+    first = all_codes.index(codes[0]) if codes else 0
+    return sine_twelve_leads(500, 10, frequency=0.8 + 0.15 * first, seed=seed)
+
+
+def write_ptbxl_merl_fixture(root: Path, shared_data: Path, per_split: dict[str, int]) -> Path:
+    """A PTB-XL tree holding real rows of ../shared/data's metadata subset that are in MERL's super split."""
+    import ast
+
+    import pandas as pd
+
+    from data.labels import label_codes
+
+    subset = pd.read_csv(shared_data / "ptbxl" / "ptbxl_database_subset.csv")
+    subset = subset.set_index(subset["ecg_id"].astype(str))
+    codes = label_codes("ptbxl_super")
+    records = [
+        {"ecg_id": int(record_id), "patient_id": subset.loc[record_id, "patient_id"],
+         "scp_codes": ast.literal_eval(subset.loc[record_id, "scp_codes"]),
+         "strat_fold": int(subset.loc[record_id, "strat_fold"]), "signal": labelled_sine(labels, codes, index)}
+        for index, (_, record_id, labels) in enumerate(merl_fixture_rows("ptbxl_super", per_split, subset.index))
+    ]
+    return write_ptbxl_tree(root, shared_data, records)
+
+
+def write_cpsc_merl_fixture(root: Path, per_split: dict[str, int]) -> Path:
+    """A CPSC2018 original-release tree (REFERENCE.csv + TrainingSet1/A*.mat) of MERL's first ICBEB rows."""
+    from data.cpsc2018 import REFERENCE_LABELS
+    from data.labels import label_codes
+
+    number_of = {code: number for number, code in REFERENCE_LABELS.items()}
+    codes = label_codes("cpsc2018")
+    records = [
+        {"record_id": record_id, "labels": [number_of[code] for code in labels][:3],
+         "signal": labelled_sine(labels, codes, index)}
+        for index, (_, record_id, labels) in enumerate(merl_fixture_rows("cpsc2018", per_split))
+    ]
+    return write_cpsc_original_tree(root, records)
+
+
+def write_csn_merl_fixture(root: Path, merl_folder: Path, per_split: dict[str, int]) -> Path:
+    """A CSN tree with MERL's first Chapman rows at the paths of MERL's `ecg_path` column
+    (WFDBRecords/<a>/<b>/JSxxxxx), `#Dx` holding the SNOMED codes of their labels."""
+    import pandas as pd
+
+    from data.labels import LABEL_SETS, label_codes
+
+    write_csn_tree(root)
+    paths = {}
+    for name in ("train", "val", "test"):
+        table = pd.read_csv(merl_folder / "finetune" / "data_split" / "chapman" / f"chapman_{name}.csv", usecols=["ecg_path"])
+        paths.update({Path(path).stem: Path(path) for path in table["ecg_path"]})
+    snomed = {label.code: label.snomed[0] for label in LABEL_SETS["csn"]}
+    codes = label_codes("csn")
+    for index, (_, record_id, labels) in enumerate(merl_fixture_rows("csn", per_split)):
+        folder = root / "WFDBRecords" / paths[record_id].parent.relative_to("/chapman/WFDBRecords")
+        write_challenge_record(folder, record_id, labelled_sine(labels, codes, index), 500,
+                               [snomed[code] for code in labels] or ["426177001"], style="2020")
+    return root

@@ -8,11 +8,11 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, T5EncoderModel
+from transformers import T5EncoderModel
 
 from data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTModel
-from train_scripts.convert_dbeta import CMELTConversionError, convert, infer_config, load_converted
+from train_scripts.convert_dbeta import CMELTConversionError, infer_config, load_converted
 
 H, FUSION, MEM, K_POS, GROUPS = 32, 32, 16, 16, 4
 CONVS = [(16, 12, 4), (16, 16, 4)]  # (out, in, kernel); stride = kernel -> 312 tokens of 16 samples

@@ -22,7 +22,7 @@ from modeling_cmelt.pipeline_cmelt import load_label_descriptions
 from modeling_cmelt.processing_cmelt import CMELTProcessor
 from train_scripts import domain_transfer, finetune, linear_probe, zero_shot
 from train_scripts.datasets_registry import infer_label_set, load_evaluation_data
-from train_scripts.evaluation import CANONICAL_LEAD_NAMES, read_results
+from train_scripts.evaluation import CANONICAL_LEAD_NAMES, read_rows
 
 CODES = label_codes("cpsc2018")
 SIZES = {"train": 36, "validation": 12, "test": 18}
@@ -76,14 +76,15 @@ def dataset_path(tmp_path_factory):
 
 
 def check_entries(output_dir, protocol: str, expected_count: int = 1) -> list[dict]:
-    entries = read_results(output_dir / "results.json")  # validates the schema
+    entries = read_rows(output_dir / "results.json")  # validates the schema
     assert len(entries) == expected_count
     for entry in entries:
         assert entry["protocol"] == protocol
-        value = entry["metric"]["value"]
+        value = entry["value"]
         assert value is not None and 0.0 <= value <= 1.0
-        assert all(v is None or 0.0 <= v <= 1.0 for v in entry["per_class"].values())
-        figures = entry["extra"]["figures"]
+        assert entry["ci95"][0] <= value <= entry["ci95"][1]
+        assert all(v is None or 0.0 <= v <= 1.0 for v in (entry["per_label"] or {}).values())
+        figures = entry["details"]["figures"]
         assert {"roc", "tsne", "example_ecg"} <= set(figures)
         for name in figures.values():  # stored relative to the results folder
             assert (output_dir / name).is_file() and (output_dir / name).stat().st_size > 1000
@@ -100,21 +101,21 @@ def common(model_folder, dataset_path, output_dir) -> list[str]:
 
 def test_zero_shot_end_to_end_with_shipped_and_user_prompts(model_folder, dataset_path, tmp_path):
     entry = zero_shot.main(common(model_folder, dataset_path, tmp_path))
-    (written,) = check_entries(tmp_path, "zero_shot")
-    assert written["dataset"] == "cpsc2018_tiny" and written["split"] == "test"
-    assert written["extra"]["label_set"] == "cpsc2018" and written["extra"]["prompts"] == "shipped descriptions"
-    assert set(written["per_class"]) == set(CODES)
-    assert written["metric"]["value"] == pytest.approx(np.mean(list(written["per_class"].values())))
-    assert entry["metric"] == written["metric"]
+    (written,) = check_entries(tmp_path, "zero-shot")
+    assert written["task"] == "cpsc2018" and written["details"]["eval_split"] == "test"
+    assert written["split_source"] == "user" and written["prompt_set"] == "cmelt" and written["baseline"] is None
+    assert set(written["per_label"]) == set(CODES)
+    assert written["value"] == pytest.approx(np.mean(list(written["per_label"].values())))
+    assert entry["value"] == written["value"]
 
     # user prompts replace the shipped ones: a different text changes that class's AUROC input, not the schema
     descriptions = tmp_path / "prompts.json"
     descriptions.write_text(json.dumps({"AFIB": ["irregularly irregular rhythm", "no P waves"]}))
     other = tmp_path / "user"
     zero_shot.main(common(model_folder, dataset_path, other) + ["--descriptions", str(descriptions), "--no_figures"])
-    (user,) = read_results(other / "results.json")
-    assert user["extra"]["prompts"] == "user descriptions"
-    assert user["per_class"]["VPC"] == pytest.approx(written["per_class"]["VPC"])  # untouched class, same score
+    (user,) = read_rows(other / "results.json")
+    assert user["prompt_set"] == "cmelt+descriptions"
+    assert user["per_label"]["VPC"] == pytest.approx(written["per_label"]["VPC"])  # untouched class, same score
 
 
 def test_zero_shot_bad_descriptions_file(model_folder, dataset_path, tmp_path):
@@ -130,26 +131,26 @@ def test_zero_shot_bad_descriptions_file(model_folder, dataset_path, tmp_path):
 def test_linear_probe_fractions_best_validation_epoch_and_determinism(model_folder, dataset_path, tmp_path):
     arguments = common(model_folder, dataset_path, tmp_path / "a") + ["--epochs", "6", "--label_fraction", "0.25", "1.0"]
     linear_probe.main(arguments)
-    entries = check_entries(tmp_path / "a", "linear_probe", expected_count=2)
+    entries = check_entries(tmp_path / "a", "linear-probe", expected_count=2)
     by_fraction = {entry["label_fraction"]: entry for entry in entries}
     assert set(by_fraction) == {0.25, 1.0}
-    assert by_fraction[0.25]["extra"]["train_records"] == round(0.25 * SIZES["train"])
-    assert by_fraction[1.0]["extra"]["train_records"] == SIZES["train"]
+    assert by_fraction[0.25]["details"]["train_records"] == round(0.25 * SIZES["train"])
+    assert by_fraction[1.0]["details"]["train_records"] == SIZES["train"]
     for entry in entries:
-        extra = entry["extra"]
+        extra = entry["details"]
         history = extra["history"]
         assert len(history) == 6 and "best validation" in extra["selection"]
         validation = [epoch["validation_macro_auroc"] for epoch in history]
         assert extra["best_epoch"] == history[int(np.argmax(validation))]["epoch"]
         assert extra["validation_macro_auroc_at_best_epoch"] == max(validation)
         # the reported test value is the best-validation epoch's, which the history also records
-        assert entry["metric"]["value"] == pytest.approx(history[extra["best_epoch"] - 1]["test_macro_auroc"])
+        assert entry["value"] == pytest.approx(history[extra["best_epoch"] - 1]["test_macro_auroc"])
     # same seed, same numbers
     linear_probe.main(common(model_folder, dataset_path, tmp_path / "b") + ["--epochs", "6", "--label_fraction", "0.25", "1.0", "--no_figures"])
-    again = {entry["label_fraction"]: entry for entry in read_results(tmp_path / "b" / "results.json")}
+    again = {entry["label_fraction"]: entry for entry in read_rows(tmp_path / "b" / "results.json")}
     for fraction, entry in by_fraction.items():
-        assert again[fraction]["metric"]["value"] == entry["metric"]["value"]
-        assert again[fraction]["extra"]["history"] == entry["extra"]["history"]
+        assert again[fraction]["value"] == entry["value"] and again[fraction]["ci95"] == entry["ci95"]
+        assert again[fraction]["details"]["history"] == entry["details"]["history"]
 
 
 def test_best_epoch_selection_uses_validation_not_test():
@@ -205,9 +206,10 @@ def test_finetune_on_a_lead_subset_end_to_end(model_folder, dataset_path, tmp_pa
     finetune.main(common(model_folder, dataset_path, tmp_path) + [
         "--leads", "P-3", "--epochs", "2", "--train_batch_size", "12", "--learning_rate", "1e-3", "--device", "cpu",
     ])
-    (entry,) = check_entries(tmp_path, "finetune")
-    assert entry["leads"] == ["I", "II", "V2"] and entry["metric"]["name"] == "macro_auroc"
-    extra = entry["extra"]
+    (entry,) = check_entries(tmp_path, "fine-tune")
+    assert entry["leads"] == "P-3" and entry["metric"] == "macro_auroc"
+    extra = entry["details"]
+    assert extra["leads"] == ["I", "II", "V2"]
     assert extra["lead_set"] == "P-3" and "best validation" in extra["selection"]
     assert Path(extra["best_checkpoint"]).is_dir()
     assert 0.0 <= extra["best_validation_metric"] <= 1.0
@@ -218,10 +220,10 @@ def test_finetune_with_lora_trains_only_adapters_and_head(model_folder, dataset_
     finetune.main(common(model_folder, dataset_path, tmp_path) + [
         "--epochs", "1", "--train_batch_size", "12", "--lora_rank", "2", "--no_figures", "--device", "cpu",
     ])
-    (entry,) = read_results(tmp_path / "results.json")
-    extra = entry["extra"]
+    (entry,) = read_rows(tmp_path / "results.json")
+    extra = entry["details"]
     assert extra["lora_rank"] == 2 and 0 < extra["trainable_parameters"] < extra["total_parameters"] / 4
-    assert entry["leads"] == list(CANONICAL_LEAD_NAMES)
+    assert entry["leads"] == "12" and extra["leads"] == list(CANONICAL_LEAD_NAMES)
 
 
 def identification_dataset(path) -> None:
@@ -254,11 +256,11 @@ def test_patient_identification_is_scored_by_gallery_probe_accuracy(model_folder
     finetune.main(common(model_folder, tmp_path / "id_tiny", tmp_path / "out") + [
         "--epochs", "1", "--train_batch_size", "5", "--device", "cpu", "--no_figures",
     ])
-    (entry,) = read_results(tmp_path / "out" / "results.json")
-    assert entry["task"] == "patient_identification" and entry["metric"]["name"] == "accuracy"
-    assert entry["metric"]["value"] in {0.0, 0.25, 0.5, 0.75, 1.0}  # 4 probes
-    assert entry["extra"]["probes"] == 4 and entry["extra"]["gallery"] == 4
-    assert entry["extra"]["learning_rate"] == 1e-4
+    (entry,) = read_rows(tmp_path / "out" / "results.json")
+    assert entry["task"] == "id_tiny" and entry["metric"] == "accuracy" and entry["n_test"] == 4
+    assert entry["value"] in {0.0, 0.25, 0.5, 0.75, 1.0}  # 4 probes
+    assert entry["details"]["probes"] == 4 and entry["details"]["gallery"] == 4
+    assert entry["details"]["learning_rate"] == 1e-4
 
 
 def test_finetune_bad_arguments(model_folder, dataset_path, tmp_path):
@@ -273,11 +275,11 @@ def test_finetune_bad_arguments(model_folder, dataset_path, tmp_path):
 
 def test_domain_transfer_scores_mapped_target_classes(model_folder, dataset_path, tmp_path):
     domain_transfer.main(common(model_folder, dataset_path, tmp_path) + ["--source", "ptbxl_super"])
-    (entry,) = check_entries(tmp_path, "domain_transfer")
-    assert entry["dataset"] == "ptbxl_super->cpsc2018_tiny"
+    (entry,) = check_entries(tmp_path, "domain-transfer")
+    assert entry["task"] == "ptbxl-super->cpsc2018"
     # PTBXL-Super -> CPSC2018 (paper Tab. 11): NORM, CD -> 1AVB/CRBBB/CLBBB, STTC -> STE/STD; VPC, PAC, AFIB unmapped
-    assert set(entry["per_class"]) == {"NORM", "1AVB", "CRBBB", "CLBBB", "STE", "STD"}
-    assert entry["extra"]["mapping"]["CRBBB"] == ["CD"] and entry["extra"]["mapping"]["STD"] == ["STTC"]
+    assert set(entry["per_label"]) == {"NORM", "1AVB", "CRBBB", "CLBBB", "STE", "STD"}
+    assert entry["details"]["mapping"]["CRBBB"] == ["CD"] and entry["details"]["mapping"]["STD"] == ["STTC"]
 
 
 def test_domain_transfer_takes_the_best_source_score_per_target():
@@ -316,7 +318,7 @@ def test_zero_shot_by_dataset_name_runs_the_loader(model_folder, tmp_path):
     root = write_cpsc_original_tree(tmp_path / "cpsc", records)
     zero_shot.main(["--model", str(model_folder), "--dataset", "cpsc2018", "--root", str(root), "--cache_dir",
                     str(tmp_path / "cache"), "--output_dir", str(tmp_path / "out"), "--no_progress", "--no_figures"])
-    (entry,) = read_results(tmp_path / "out" / "results.json")
-    assert entry["dataset"] == "cpsc2018" and entry["extra"]["label_set"] == "cpsc2018"
-    assert entry["extra"]["num_records"] == 6  # the loader's seeded 70 / 10 / 20 split of 30 records
-    assert 0.0 <= entry["metric"]["value"] <= 1.0
+    (entry,) = read_rows(tmp_path / "out" / "results.json")
+    assert entry["task"] == "cpsc2018" and entry["split_source"] == "seeded"
+    assert entry["n_test"] == 6  # the loader's seeded 70 / 10 / 20 split of 30 records
+    assert 0.0 <= entry["value"] <= 1.0

@@ -1,5 +1,6 @@
 """The zero-shot ECG labelling pipeline: real records, label resolution, remote-code loading, bad input."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -192,3 +193,16 @@ def test_resolve_model_file_finds_folder_files_and_reports_missing_ones(model_fo
     assert resolve_model_file(None, DESCRIPTIONS_FILE) is None
     # a model without its own copy falls back to the installed package's descriptions
     assert "ptbxl_super" in load_label_descriptions(folder=tmp_path)
+
+
+def test_prompt_sets_change_the_label_texts_not_the_labels(classifier, tmp_path):
+    ecg = np.random.default_rng(3).normal(0, 0.3, (12, 5000)).astype(np.float32)
+    ours = classifier(ecg, label_set="cpsc2018", sampling_rate=500)
+    merl = classifier(ecg, label_set="cpsc2018", prompts="merl", sampling_rate=500)
+    assert sorted(r["label"] for r in ours) == sorted(r["label"] for r in merl) == sorted(
+        load_label_descriptions("cpsc2018"))
+    assert {r["label"]: r["score"] for r in ours} != {r["label"]: r["score"] for r in merl}
+    user = tmp_path / "prompts.json"
+    user.write_text(json.dumps({"AFIB": "atrial fibrillation", "NORM": "normal ecg"}))
+    mine = classifier(ecg, candidate_labels=["AFIB", "NORM"], label_set="cpsc2018", prompts=str(user), sampling_rate=500)
+    assert sorted(r["label"] for r in mine) == ["AFIB", "NORM"]

@@ -3,6 +3,11 @@ every evaluation script (zero_shot, linear_probe, finetune, domain_transfer) sha
 
     --dataset ptbxl_super --root /data/ptb-xl        # run the loader (cached by the datasets library)
     --dataset_path runs/cpsc2018                      # a DatasetDict saved with `save_to_disk` (e.g. by a loader CLI)
+    --dataset csn --root /data/csn --split merl       # MERL's published rows and labels (shipped lists)
+    --split merl --split-files MERL/finetune/data_split   # ... read from MERL's original CSV folder instead
+
+`--split merl` exists for PTB-XL (super / sub / form / rhythm), CPSC2018 and CSN; without it PTB-XL uses its
+folds and the others a seeded random split. The result rows record it as `split_source`.
 
 A saved DatasetDict carries its class codes in `label_ids` (Sequence(ClassLabel)); its label set (which shipped
 prompts and which metric apply) is `--label_set`, else the `--dataset` name, else the one label set whose codes
@@ -38,6 +43,8 @@ class CMELTDatasetSpec:
             for, or breaks on, the other loaders' imports).
         loader_function: `load_*(root, **kwargs) -> DatasetDict` in that module.
         loader_task: the loader's `task` argument, when it has one (PTB-XL, PhysioNet 2021).
+        default_split_source: `split_source` of result rows without `--split merl`.
+        has_merl_split: whether MERL published a split of this dataset (`--split merl`).
     """
 
     name: str
@@ -46,6 +53,8 @@ class CMELTDatasetSpec:
     loader_module: str
     loader_function: str
     loader_task: str | None = None
+    default_split_source: str = "seeded"
+    has_merl_split: bool = False
 
     def loader(self) -> Callable[..., DatasetDict]:
         import importlib
@@ -58,11 +67,12 @@ DATASETS: dict[str, CMELTDatasetSpec] = {
     spec.name: spec
     for spec in (
         *(
-            CMELTDatasetSpec(f"ptbxl_{task}", f"ptbxl_{task}", CLASSIFICATION, "data.ptbxl", "load_ptbxl", task)
+            CMELTDatasetSpec(f"ptbxl_{task}", f"ptbxl_{task}", CLASSIFICATION, "data.ptbxl", "load_ptbxl", task,
+                             "ptbxl-folds", True)
             for task in ("super", "sub", "form", "rhythm")
         ),
-        CMELTDatasetSpec("cpsc2018", "cpsc2018", CLASSIFICATION, "data.cpsc2018", "load_cpsc2018"),
-        CMELTDatasetSpec("csn", "csn", CLASSIFICATION, "data.csn", "load_csn"),
+        CMELTDatasetSpec("cpsc2018", "cpsc2018", CLASSIFICATION, "data.cpsc2018", "load_cpsc2018", has_merl_split=True),
+        CMELTDatasetSpec("csn", "csn", CLASSIFICATION, "data.csn", "load_csn", has_merl_split=True),
         CMELTDatasetSpec("code_test", "code_test", CLASSIFICATION, "data.code_test", "load_code_test"),
         CMELTDatasetSpec("physionet2021", "physionet2021", CLASSIFICATION, "data.physionet2021", "load_physionet2021", "dx"),
         CMELTDatasetSpec("physionet2021_id", None, IDENTIFICATION, "data.physionet2021", "load_physionet2021", "id"),
@@ -79,6 +89,7 @@ class CMELTEvaluationData:
     label_set: str | None
     task: str
     codes: list[str]
+    split_source: str = "user"
 
 
 def dataset_spec(name: str) -> CMELTDatasetSpec:
@@ -101,12 +112,26 @@ def load_evaluation_data(
     root: str | None = None,
     dataset_path: str | None = None,
     label_set: str | None = None,
+    split: str | None = None,
+    split_files: str | None = None,
     **loader_kwargs,
 ) -> CMELTEvaluationData:
-    """Load a dataset by name (`dataset` + `root`) or from disk (`dataset_path`); see the module docstring."""
+    """Load a dataset by name (`dataset` + `root`) or from disk (`dataset_path`); see the module docstring.
+
+    `split="merl"` (with optional `split_files`, MERL's CSV folder): MERL's published rows and labels."""
     if label_set is not None and label_set not in LABEL_SETS:
         raise ValueError(f"unknown label set {label_set!r}; expected one of {sorted(LABEL_SETS)}")
+    if split not in (None, "default", "merl"):
+        raise ValueError(f"--split must be 'default' or 'merl' (MERL's published rows), got {split!r}")
+    merl = split == "merl" or split_files is not None
     spec = dataset_spec(dataset) if dataset is not None else None
+    split_source = "user"
+    if merl and (dataset_path is not None or spec is None or not spec.has_merl_split):
+        known = sorted(name for name, item in DATASETS.items() if item.has_merl_split)
+        raise ValueError(
+            f"--split merl needs --dataset NAME --root ROOT with a dataset MERL published splits for ({known}); "
+            f"got dataset {dataset!r}" + (" and a saved --dataset_path (its splits are fixed)" if dataset_path else "")
+        )
     if dataset_path is not None:
         path = Path(dataset_path)
         if not path.is_dir():
@@ -118,21 +143,24 @@ def load_evaluation_data(
     elif spec is not None:
         if root is None:
             raise ValueError(f"--dataset {dataset} needs --root (the folder of the raw dataset)")
+        if merl:
+            loader_kwargs = {**loader_kwargs, "split": "merl", "split_files": split_files}
         dataset_dict = spec.loader()(root, **loader_kwargs)
         name = spec.name
+        split_source = "merl" if merl else spec.default_split_source
     else:
         raise ValueError("give --dataset NAME --root ROOT, or --dataset_path SAVED_DATASETDICT")
 
     task = spec.task if spec is not None else (CLASSIFICATION if "label_ids" in next(iter(dataset_dict.values())).features else IDENTIFICATION)
     if task == IDENTIFICATION:
-        return CMELTEvaluationData(name, dataset_dict, None, task, [])
+        return CMELTEvaluationData(name, dataset_dict, None, task, [], split_source)
     codes = label_names(dataset_dict)
     label_set = label_set or (spec.label_set if spec is not None else None) or infer_label_set(codes)
     if label_set is not None:
         unknown = sorted(set(codes) - {label.code for label in LABEL_SETS[label_set]})
         if unknown:
             raise ValueError(f"dataset codes {unknown} are not codes of label set {label_set!r}")
-    return CMELTEvaluationData(name, dataset_dict, label_set, task, codes)
+    return CMELTEvaluationData(name, dataset_dict, label_set, task, codes, split_source)
 
 
 def require_split(data: CMELTEvaluationData, split: str):
@@ -147,6 +175,11 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--root", default=None, help="folder of the raw dataset (with --dataset)")
     group.add_argument("--dataset_path", default=None, help="a DatasetDict saved with save_to_disk")
     group.add_argument("--label_set", default=None, help="label set of a saved dataset (default: inferred)")
+    group.add_argument("--split", choices=("default", "merl"), default="default",
+                       help="rows of the splits: 'merl' = MERL's published split files (PTB-XL, CPSC2018, CSN; the "
+                            "benchmark of the paper's Tab. 2 / 3); default: PTB-XL folds / seeded random split")
+    group.add_argument("--split_files", "--split-files", dest="split_files", default=None,
+                       help="MERL's original finetune/data_split folder (implies --split merl; default: shipped lists)")
     group.add_argument("--cache_dir", default=None, help="datasets cache of the loader")
     group.add_argument("--num_proc", type=int, default=1, help="processes reading raw records")
     group.add_argument("--max_samples", type=int, default=None, help="use only the first N rows of each split (smoke runs)")
@@ -161,11 +194,23 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no_figures", action="store_true", help="skip the ROC / t-SNE / 12-lead figures")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    parser.add_argument("--baseline", choices=("none", "random"), default="none",
+                        help="'random': also evaluate the same architecture with seeded random weights, same protocol")
+    parser.add_argument("--bootstrap_resamples", type=int, default=1000,
+                        help="seeded resamples of the test set for the 95 %% confidence intervals")
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompts", default="cmelt",
+                        help="label texts: 'cmelt' (our clinical descriptions), 'merl' (MERL's CKEPE prompts) or a JSON "
+                             "file {code: text or [texts]} (e.g. the C-MELT authors' descriptions)")
 
 
 def data_from_args(args: argparse.Namespace) -> CMELTEvaluationData:
     kwargs = {"num_proc": args.num_proc, "cache_dir": args.cache_dir} if args.dataset_path is None else {}
-    data = load_evaluation_data(args.dataset, args.root, args.dataset_path, args.label_set, **kwargs)
+    data = load_evaluation_data(
+        args.dataset, args.root, args.dataset_path, args.label_set, args.split, args.split_files, **kwargs
+    )
     if args.max_samples is not None:
         if args.max_samples < 1:
             raise ValueError(f"--max_samples must be a positive row count, got {args.max_samples}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from datasets import DatasetDict, Sequence, Value, load_from_disk
+from datasets import DatasetDict, Sequence, Value
 
 from data.collator import CMELTPretrainingCollator  # noqa: F401  (re-exported for users reading this file)
 from data.mimic_iv_ecg import convert_mimic_iv_ecg

@@ -3,7 +3,8 @@
     python -m train_scripts.domain_transfer --model MODEL --source ptbxl_super --dataset cpsc2018 --root CPSC \
         --output_dir runs/transfer
 
-Each source label is prompted with its shipped description (or `--descriptions`); `data.labels.DOMAIN_TRANSFER`
+Each source label is prompted with its text in `--prompts` (cmelt, merl or a JSON file; `--descriptions` overrides
+single labels); `data.labels.DOMAIN_TRANSFER`
 says which target classes a source label stands for (PTBXL-Super -> CPSC2018: NORM -> NORM; CD -> 1AVB, CRBBB,
 CLBBB; STTC -> STE, STD; MI, HYP -> none). A target class is scored with the zero-shot score of the source label
 mapped to it (the highest one when several source labels map to it, e.g. CPSC2018 -> CSN: STE <- STE and STD);
@@ -14,26 +15,34 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from data.labels import DOMAIN_TRANSFER, label_codes
-from modeling_cmelt.pipeline_cmelt import label_texts_for
+from modeling_cmelt.pipeline_cmelt import label_texts_for, resolve_prompts
 from train_scripts.datasets_registry import (
     CLASSIFICATION,
     add_dataset_arguments,
     add_model_arguments,
+    add_prompt_arguments,
     data_from_args,
     device_from_args,
     require_split,
 )
-from train_scripts.evaluation import load_metric, write_results
+from train_scripts.evaluation import (
+    current_commit,
+    load_metric,
+    macro_auroc_row_fields,
+    result_row,
+    task_and_dataset,
+    write_and_print_rows,
+)
 from train_scripts.linear_probe import labels_of
 from train_scripts.zero_shot import (
     ecg_embeddings,
     load_dual_encoder,
+    random_baseline_scores,
     read_descriptions_file,
     save_evaluation_figures,
     zero_shot_scores,
@@ -68,9 +77,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
     add_dataset_arguments(parser)
+    add_prompt_arguments(parser)
     parser.add_argument("--source", required=True, help="source label set, e.g. ptbxl_super or cpsc2018")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--descriptions", default=None, help="JSON {source code: text or [texts]} overriding the shipped prompts")
+    parser.add_argument("--eval_split", default="test", help="the split scored (default: test)")
+    parser.add_argument("--descriptions", default=None, help="JSON {source code: text or [texts]} overriding single labels' prompts")
     args = parser.parse_args(argv)
 
     descriptions = read_descriptions_file(args.descriptions) if args.descriptions else None
@@ -83,51 +93,42 @@ def main(argv: list[str] | None = None) -> dict:
     if not mapping:
         raise ValueError(f"none of the mapped target classes is in dataset {data.name!r} (classes {data.codes})")
     source_labels = [label for label in label_codes(args.source) if any(label in s for s in mapping.values())]
-    test = require_split(data, args.split)
+    test = require_split(data, args.eval_split)
 
     torch.manual_seed(args.seed)
-    model, tokenizer = load_dual_encoder(args.model, device_from_args(args))
-    texts = label_texts_for(source_labels, args.source, descriptions, folder=args.model)
+    device = device_from_args(args)
+    model, tokenizer = load_dual_encoder(args.model, device)
+    prompt_name = resolve_prompts(args.prompts, args.source, args.model)[1]
+    texts = label_texts_for(source_labels, args.source, descriptions, folder=args.model, prompts=args.prompts)
     embeddings = ecg_embeddings(model, test, args.batch_size, not args.no_progress)
     source_scores = zero_shot_scores(model, tokenizer, test, texts, args.batch_size, False, embeddings)
     scores = target_scores(source_scores, source_labels, mapping)
-    all_references = labels_of(test)
-    references = all_references[:, [data.codes.index(code) for code in mapping]]
+    baseline_source = random_baseline_scores(args.model, tokenizer, device, test, texts, args)
+    baseline_scores = None if baseline_source is None else target_scores(baseline_source, source_labels, mapping)
+    references = labels_of(test)[:, [data.codes.index(code) for code in mapping]]
     result = load_metric("macro_auroc").compute(references=references, predictions=scores, label_names=list(mapping))
 
-    name = f"{args.source}->{data.name}"
-    output_dir = Path(args.output_dir)
     figures = {} if args.no_figures else save_evaluation_figures(
-        output_dir, f"domain_transfer_{args.source}_to_{data.name}", test, list(mapping), scores, references,
+        args.output_dir, f"domain_transfer_{args.source}_to_{data.name}", test, list(mapping), scores, references,
         embeddings.numpy(), args.seed,
     )
-    entry = write_results(
-        output_dir / "results.json",
-        model=args.model_name or str(args.model),
-        dataset=name,
-        task=data.task,
-        protocol="domain_transfer",
-        metric_name="macro_auroc",
-        value=result["macro_auroc"],
-        per_class=result["per_class"],
-        split=args.split,
-        extra={
-            "source_label_set": args.source,
-            "target_dataset": data.name,
-            "target_label_set": data.label_set,
-            "mapping": mapping,
-            "target_score": TARGET_SCORE_RULE,
-            "mapped_classes_absent_from_dataset": absent,
-            "classes_without_both_values": result["skipped_classes"],
-            "num_records": len(test),
+    source_task = task_and_dataset(args.source, args.source)[0]
+    target_task, target_dataset = task_and_dataset(data.label_set, data.name)
+    row = result_row(
+        task=f"{source_task}->{target_task}", dataset=target_dataset, split_source=data.split_source,
+        prompt_set=prompt_name + ("+descriptions" if descriptions else ""), protocol="domain-transfer",
+        metric="macro_auroc", per_label=result["per_class"], n_test=len(test), seed=args.seed,
+        model=args.model_name or str(args.model), commit=current_commit(),
+        **macro_auroc_row_fields(references, scores, baseline_scores, args.seed, args.bootstrap_resamples),
+        details={
+            "eval_split": args.eval_split, "source_label_set": args.source, "target_dataset": data.name,
+            "target_label_set": data.label_set, "mapping": mapping, "target_score": TARGET_SCORE_RULE,
+            "mapped_classes_absent_from_dataset": absent, "classes_without_both_values": result["skipped_classes"],
             "figures": figures,
         },
     )
-    print(f"domain transfer {name} ({args.split}, {len(test)} records): macro AUROC {result['macro_auroc']:.4f}")
-    for code, value in result["per_class"].items():
-        print(f"  {code:<10}<- {'/'.join(mapping[code]):<22}{value:.4f}")
-    print(f"results written to {output_dir / 'results.json'}")
-    return entry
+    write_and_print_rows(args.output_dir, [row])
+    return row
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ PhysioNet 2021 Dx; macro AUROC for the other multi-label datasets; for patient i
 identities, and evaluated by matching each `probe` segment to the `gallery` segments of the split by cosine
 similarity of the encoder's pooled features (top-1 accuracy = the nearest gallery segment is the same identity).
 The test split is scored with the checkpoint of best validation metric (`load_best_model_at_end`).
+`--baseline random` fine-tunes the same architecture from seeded random weights with the same protocol; the
+result row carries both, with bootstrap 95 % intervals and the paired difference.
 Optional LoRA (`--lora_rank R`): adapters on the ECG attention projections q_proj / v_proj, the head trained fully.
 """
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +39,24 @@ from train_scripts.datasets_registry import (
     data_from_args,
     require_split,
 )
-from train_scripts.evaluation import CANONICAL_LEAD_NAMES, load_metric, write_results
+from train_scripts.evaluation import (
+    accuracy_row_fields,
+    cinc_row_fields,
+    current_commit,
+    load_metric,
+    macro_auroc_row_fields,
+    random_init_like,
+    result_row,
+    task_and_dataset,
+    write_and_print_rows,
+)
 from train_scripts.linear_probe import encoder_features, labels_of
 from train_scripts.zero_shot import save_evaluation_figures
 
 LEARNING_RATES = {CLASSIFICATION: 5e-5, IDENTIFICATION: 1e-4}
 CINC_LABEL_SET = "physionet2021"
 SIGMOID_THRESHOLD = 0.5
+ROW_METRIC_NAMES = {"macro_auroc": "macro_auroc", "challenge_score": "cinc2021_score", "accuracy": "accuracy"}
 
 
 class CMELTFinetuneCollator:
@@ -106,7 +118,8 @@ def identification_accuracy(model, dataset, keep: np.ndarray, batch_size: int = 
     references = np.array([gallery_identities.index(identity) for identity in identities[probe_rows]])
     top_k = min(5, len(gallery_rows))
     result = load_metric("accuracy").compute(predictions=similarity, references=references, top_k=top_k)
-    return {"accuracy": result["accuracy"], f"top_{top_k}_accuracy": result[f"top_{top_k}_accuracy"],
+    correct = similarity.argmax(axis=1) == references
+    return {"accuracy": result["accuracy"], "correct": correct, f"top_{top_k}_accuracy": result[f"top_{top_k}_accuracy"],
             "probes": int(len(probe_rows)), "probes_without_gallery": int((~matched).sum()),
             "gallery": int(len(gallery_rows))}
 
@@ -121,7 +134,7 @@ class CMELTIdentificationTrainer(Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         result = identification_accuracy(self.model, dataset, self.keep, self.args.per_device_eval_batch_size)
-        metrics = {f"{metric_key_prefix}_{key}": value for key, value in result.items()}
+        metrics = {f"{metric_key_prefix}_{key}": value for key, value in result.items() if key != "correct"}
         if self.state.epoch is not None:
             metrics["epoch"] = self.state.epoch
         self.log(metrics)
@@ -161,41 +174,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from modeling_cmelt import CMELTForECGClassification
+def fine_tune_and_test(model, run_name: str, args, data, splits: dict, keep: np.ndarray) -> dict:
+    """Fine-tunes `model` with the paper's protocol and scores the test split with the best validation checkpoint.
 
-    args = parse_args(argv)
-    keep = lead_keep_mask(args.leads)
-    data = data_from_args(args)
-    splits = {split: require_split(data, split) for split in ("train", "validation", "test")}
+    Returns {"value", "metric", "trainer", "best_checkpoint", "best_validation", and "scores" (multi-label),
+    "correct" (identification: per-probe top-1 hit), "extra_metrics"}."""
     identification = data.task == IDENTIFICATION
     columns = ["ecg", "lead_mask", "identity", "role"] if identification else ["ecg", "lead_mask", "labels"]
-    if identification:
-        train = splits["train"].filter(lambda role: role == "train", input_columns="role")
-        num_labels = int(max(train["identity"])) + 1 if len(train) else 0
-        model_kwargs = {"num_labels": num_labels, "problem_type": "single_label_classification"}
-        metric_name = "accuracy"
-    else:
-        train = splits["train"]
-        model_kwargs = {
-            "num_labels": len(data.codes), "problem_type": "multi_label_classification",
-            "id2label": dict(enumerate(data.codes)), "label2id": {code: i for i, code in enumerate(data.codes)},
-        }
-        metric_name = "challenge_score" if data.label_set == CINC_LABEL_SET else "macro_auroc"
-    if len(train) == 0:
-        raise ValueError(f"dataset {data.name!r} has no training rows")
-
-    torch.manual_seed(args.seed)
-    model = CMELTForECGClassification.from_pretrained(args.model, **model_kwargs)
-    total_parameters = sum(p.numel() for p in model.parameters())
-    if args.lora_rank is not None:
-        model = add_lora(model, args.lora_rank)
-    trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-    output_dir = Path(args.output_dir)
+    train = splits["train"].filter(lambda role: role == "train", input_columns="role") if identification else splits["train"]
+    metric_name = "accuracy" if identification else ("challenge_score" if data.label_set == CINC_LABEL_SET else "macro_auroc")
     learning_rate = args.learning_rate if args.learning_rate is not None else LEARNING_RATES[data.task]
     training_args = TrainingArguments(
-        output_dir=str(output_dir / "checkpoints" / f"{data.name}_{args.leads}"),
+        output_dir=str(Path(args.output_dir) / "checkpoints" / run_name),
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.train_batch_size,
         per_device_eval_batch_size=args.batch_size,
@@ -219,7 +209,6 @@ def main(argv: list[str] | None = None) -> dict:
         use_cpu=args.device == "cpu",
     )
     collator = CMELTFinetuneCollator(keep, "identity" if identification else "labels")
-
     if identification:
         trainer = CMELTIdentificationTrainer(
             model=model, args=training_args, train_dataset=train.with_format("numpy", columns=columns),
@@ -236,72 +225,113 @@ def main(argv: list[str] | None = None) -> dict:
             compute_metrics=compute_metrics,
         )
     trainer.train()
-    best_checkpoint = trainer.state.best_model_checkpoint
-    best_validation = trainer.state.best_metric
-
+    outcome = {"metric": metric_name, "trainer": trainer, "learning_rate": learning_rate,
+               "best_checkpoint": trainer.state.best_model_checkpoint, "best_validation": trainer.state.best_metric}
     test = splits["test"]
-    classifier = _classification_model(trainer.model)
-    progress = not args.no_progress
-    figures: dict = {}
     if identification:
-        result = identification_accuracy(trainer.model, test, keep, args.batch_size, progress)
-        value, per_class = result["accuracy"], {}
-        extra_metrics = {key: val for key, val in result.items() if key != "accuracy"}
-        if not args.no_figures:
-            figures = save_evaluation_figures(output_dir, f"finetune_{data.name}_{args.leads}", test, [], seed=args.seed,
-                                              lead_mask_override=keep)
+        result = identification_accuracy(trainer.model, test, keep, args.batch_size, not args.no_progress)
+        outcome.update(value=result["accuracy"], correct=result.pop("correct"), per_label=None,
+                       extra_metrics={key: val for key, val in result.items() if key != "accuracy"})
     else:
         prediction = trainer.predict(test.with_format("numpy", columns=columns))
         result = classification_metrics(prediction.predictions, labels_of(test), data.codes, data.label_set)
-        value = result[metric_name]
-        per_class = result["per_class_auroc"] if metric_name == "macro_auroc" else {}
-        extra_metrics = {"macro_auroc": result["macro_auroc"]}
-        if metric_name != "macro_auroc":
-            extra_metrics["per_class_auroc"] = result["per_class_auroc"]
-        if not args.no_figures:
+        outcome.update(value=result[metric_name], scores=result["scores"], per_label=result["per_class_auroc"],
+                       extra_metrics={"macro_auroc": result["macro_auroc"]})
+    return outcome
+
+
+def finetune_row_fields(outcome: dict, baseline: dict | None, data, test, seed: int, resamples: int) -> dict:
+    """Value, CI, baseline and paired difference of the fine-tuning metric (bootstrap of the test set)."""
+    other = baseline or {}
+    if outcome["metric"] == "accuracy":
+        return accuracy_row_fields(outcome["correct"], other.get("correct"), seed, resamples)
+    references = labels_of(test)
+    if outcome["metric"] == "challenge_score":
+        decisions = (outcome["scores"] > SIGMOID_THRESHOLD).astype(np.float64)
+        baseline_decisions = None if baseline is None else (baseline["scores"] > SIGMOID_THRESHOLD).astype(np.float64)
+        return cinc_row_fields(references, decisions, data.codes, baseline_decisions, seed, resamples)
+    return macro_auroc_row_fields(references, outcome["scores"], other.get("scores"), seed, resamples)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from modeling_cmelt import CMELTForECGClassification
+
+    args = parse_args(argv)
+    keep = lead_keep_mask(args.leads)
+    data = data_from_args(args)
+    splits = {split: require_split(data, split) for split in ("train", "validation", "test")}
+    identification = data.task == IDENTIFICATION
+    if identification:
+        train = splits["train"].filter(lambda role: role == "train", input_columns="role")
+        model_kwargs = {"num_labels": int(max(train["identity"])) + 1 if len(train) else 0,
+                        "problem_type": "single_label_classification"}
+    else:
+        train = splits["train"]
+        model_kwargs = {
+            "num_labels": len(data.codes), "problem_type": "multi_label_classification",
+            "id2label": dict(enumerate(data.codes)), "label2id": {code: i for i, code in enumerate(data.codes)},
+        }
+    if len(train) == 0:
+        raise ValueError(f"dataset {data.name!r} has no training rows")
+
+    torch.manual_seed(args.seed)
+    model = CMELTForECGClassification.from_pretrained(args.model, **model_kwargs)
+    total_parameters = sum(p.numel() for p in model.parameters())
+    if args.lora_rank is not None:
+        model = add_lora(model, args.lora_rank)
+    trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    outcome = fine_tune_and_test(model, f"{data.name}_{args.leads}", args, data, splits, keep)
+    baseline = None
+    if args.baseline == "random":
+        random_model = random_init_like(CMELTForECGClassification, args.model, args.seed, **model_kwargs)
+        if args.lora_rank is not None:
+            random_model = add_lora(random_model, args.lora_rank)
+        baseline = fine_tune_and_test(random_model, f"{data.name}_{args.leads}_random_init", args, data, splits, keep)
+
+    output_dir = Path(args.output_dir)
+    test = splits["test"]
+    trainer = outcome["trainer"]
+    figures: dict = {}
+    if not args.no_figures:
+        tag = f"finetune_{data.name}_{args.leads}"
+        if identification:
+            figures = save_evaluation_figures(output_dir, tag, test, [], seed=args.seed, lead_mask_override=keep)
+        else:
             embeddings = encoder_features(
-                classifier, test, args.batch_size, progress, functools.partial(apply_lead_subset, keep=keep)
+                _classification_model(trainer.model), test, args.batch_size, not args.no_progress,
+                functools.partial(apply_lead_subset, keep=keep),
             ).numpy()
-            figures = save_evaluation_figures(
-                output_dir, f"finetune_{data.name}_{args.leads}", test, data.codes, result["scores"], labels_of(test),
-                embeddings, args.seed, lead_mask_override=keep,
-            )
+            figures = save_evaluation_figures(output_dir, tag, test, data.codes, outcome["scores"], labels_of(test),
+                                              embeddings, args.seed, lead_mask_override=keep)
     if args.save_model:
         saved = trainer.model.merge_and_unload() if args.lora_rank is not None else trainer.model
         saved.save_pretrained(output_dir / "model")
 
-    entry = write_results(
-        output_dir / "results.json",
-        model=args.model_name or str(args.model),
-        dataset=data.name,
-        task=data.task,
-        protocol="finetune",
-        metric_name=metric_name,
-        value=value,
-        per_class=per_class,
-        leads=list(lead_names(args.leads)),
-        extra={
-            "lead_set": args.leads,
-            "selection": f"test scored with the checkpoint of best validation {metric_name} (load_best_model_at_end)",
-            "best_checkpoint": best_checkpoint,
-            "best_validation_metric": best_validation,
-            "epochs": args.epochs,
-            "learning_rate": learning_rate,
-            "train_batch_size": args.train_batch_size,
-            "seed": args.seed,
-            "lora_rank": args.lora_rank,
-            "trainable_parameters": trainable_parameters,
+    task, dataset = task_and_dataset(data.label_set, data.name) if not identification else ("physionet2021-id", "PhysioNet 2021")
+    if identification and data.name != "physionet2021_id":
+        task, dataset = data.name, data.name
+    row = result_row(
+        task=task, dataset=dataset, split_source=data.split_source, prompt_set=None, protocol="fine-tune",
+        metric=ROW_METRIC_NAMES[outcome["metric"]], leads=args.leads,
+        per_label=outcome["per_label"] if outcome["metric"] == "macro_auroc" else None,
+        n_test=len(outcome["correct"]) if identification else len(test), seed=args.seed,
+        model=args.model_name or str(args.model), commit=current_commit(),
+        **finetune_row_fields(outcome, baseline, data, test, args.seed, args.bootstrap_resamples),
+        details={
+            "lead_set": args.leads, "leads": list(lead_names(args.leads)),
+            "selection": f"test scored with the checkpoint of best validation {outcome['metric']} (load_best_model_at_end)",
+            "best_checkpoint": outcome["best_checkpoint"], "best_validation_metric": outcome["best_validation"],
+            "baseline_best_validation_metric": None if baseline is None else baseline["best_validation"],
+            "epochs": args.epochs, "learning_rate": outcome["learning_rate"], "train_batch_size": args.train_batch_size,
+            "lora_rank": args.lora_rank, "trainable_parameters": trainable_parameters,
             "total_parameters": total_parameters,
-            "threshold": SIGMOID_THRESHOLD if metric_name == "challenge_score" else None,
-            "label_set": data.label_set,
-            **extra_metrics,
-            "figures": figures,
+            "threshold": SIGMOID_THRESHOLD if outcome["metric"] == "challenge_score" else None,
+            "label_set": data.label_set, **outcome["extra_metrics"], "figures": figures,
+            "per_class_auroc": outcome["per_label"],
         },
     )
-    shown = f"{value:.4f}" if value is not None and math.isfinite(value) else "n/a"
-    print(f"fine-tune {data.name} leads {args.leads}: test {metric_name} {shown} (best checkpoint {best_checkpoint})")
-    print(f"results written to {output_dir / 'results.json'}")
-    return entry
+    write_and_print_rows(output_dir, [row])
+    return row
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from train_scripts.datasets_registry import (
     device_from_args,
     require_split,
 )
-from train_scripts.evaluation import load_metric, write_results
+from train_scripts.evaluation import load_metric
 from train_scripts.zero_shot import ecg_batches, save_evaluation_figures
 
 SELECTION_NOTE = (
@@ -155,16 +155,120 @@ def labels_of(dataset) -> np.ndarray:
     return np.asarray(dataset.with_format("numpy")["labels"], dtype=np.float32)
 
 
+LOGREG_C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+def mean_binary_log_loss(references: np.ndarray, probabilities: np.ndarray) -> float:
+    """Binary cross-entropy averaged over rows and classes (probabilities clipped to [1e-7, 1 - 1e-7])."""
+    probabilities = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    return float(-np.mean(references * np.log(probabilities) + (1 - references) * np.log(1 - probabilities)))
+
+
+def logreg_probe(
+    train_features: np.ndarray, train_labels: np.ndarray, validation_features: np.ndarray,
+    validation_labels: np.ndarray, test_features: np.ndarray, seed: int = 42, c_grid=LOGREG_C_GRID,
+) -> tuple[np.ndarray, dict]:
+    """The tuned logistic-regression probe: standardised features, one-vs-rest `LogisticRegression`, C from
+    `c_grid` with the lowest validation log loss. Returns (test probabilities, {"C", "validation_log_loss"}).
+
+    A class with one label value in the training subset gets sklearn's constant predictor (one-vs-rest)."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    losses, fitted = {}, {}
+    for c in c_grid:
+        probe = make_pipeline(
+            StandardScaler(), OneVsRestClassifier(LogisticRegression(C=c, max_iter=1000, random_state=seed))
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "label not present in all training examples"
+            probe.fit(train_features, train_labels.astype(int))
+        losses[c] = mean_binary_log_loss(validation_labels, probe.predict_proba(validation_features))
+        fitted[c] = probe
+    best = min(c_grid, key=lambda c: (losses[c], c))
+    return fitted[best].predict_proba(test_features), {"C": best, "validation_log_loss": losses}
+
+
+def paper_probe(initial_head, features: dict, references: dict, rows: torch.Tensor, codes, args) -> tuple[np.ndarray, dict]:
+    """The paper's protocol: Adam on a linear head, test scored at the best validation epoch."""
+    head = copy.deepcopy(initial_head)
+    eval_sets = {split: (features[split], references[split]) for split in ("validation", "test")}
+    history, best = train_linear_head(
+        head, features["train"][rows], torch.from_numpy(references["train"])[rows], eval_sets, codes,
+        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.train_batch_size, seed=args.seed,
+        progress=not args.no_progress,
+    )
+    best_index = select_best_epoch(history)
+    head.load_state_dict(best["state"])
+    with torch.no_grad():
+        test_scores = head(features["test"]).sigmoid().numpy()
+    finite_tests = [h["test_macro_auroc"] for h in history if h["test_macro_auroc"] is not None and math.isfinite(h["test_macro_auroc"])]
+    details = {
+        "selection": SELECTION_NOTE, "best_epoch": history[best_index]["epoch"],
+        "validation_macro_auroc_at_best_epoch": history[best_index]["validation_macro_auroc"],
+        "max_test_macro_auroc_over_epochs": max(finite_tests, default=None), "epochs": args.epochs,
+        "learning_rate": args.learning_rate, "batch_size": args.train_batch_size, "history": history,
+    }
+    return test_scores, {"head": head, **details}
+
+
+def run_probe(protocol: str, initial_head, features, references, rows, codes, args) -> tuple[np.ndarray, dict]:
+    """Test scores and details of one probe protocol ("paper" or "logreg") on the training rows `rows`."""
+    if protocol == "paper":
+        return paper_probe(initial_head, features, references, rows, codes, args)
+    indices = rows.numpy()
+    return logreg_probe(
+        features["train"].numpy()[indices], references["train"][indices], features["validation"].numpy(),
+        references["validation"], features["test"].numpy(), args.seed,
+    )
+
+
+PROTOCOL_NAMES = {"paper": "linear-probe", "logreg": "linear-probe-logreg"}
+
+
+def probe_features(folder, codes, device, splits, args, keep=None, seed: int | None = None):
+    """(probe model, its initial head on CPU, encoder features per split): the checkpoint's, or with `seed` the
+    same architecture with seeded random weights (the `--baseline random` encoder). `keep`: the leads to keep
+    (`data.leads.lead_keep_mask`); the others are zeroed and masked."""
+    from modeling_cmelt import CMELTForECGClassification
+    from train_scripts.evaluation import random_init_like
+
+    if seed is None:
+        model = load_probe_model(folder, codes, device)
+    else:
+        model = random_init_like(
+            CMELTForECGClassification, folder, seed, num_labels=len(codes), problem_type="multi_label_classification",
+            id2label=dict(enumerate(codes)), label2id={code: index for index, code in enumerate(codes)},
+        )
+        model.freeze_ecg_encoder()
+        model = model.to(device).eval()
+    initial_head = copy.deepcopy(model.classifier).cpu()
+    subset = functools.partial(apply_lead_subset, keep=keep) if keep is not None else None
+    features = {
+        split: encoder_features(model, rows, args.batch_size, not args.no_progress, subset) for split, rows in splits.items()
+    }
+    return model, initial_head, features
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
+    from train_scripts.evaluation import current_commit, macro_auroc_row_fields, result_row, task_and_dataset, write_and_print_rows
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
     add_dataset_arguments(parser)
     parser.add_argument("--label_fraction", type=float, nargs="+", default=[1.0],
                         help="fractions of the training set, each in (0, 1] (paper: 0.01 0.1 1.0)")
+    parser.add_argument("--protocol", nargs="+", choices=sorted(PROTOCOL_NAMES), default=["paper"],
+                        help="'paper': Adam linear head, best validation epoch; 'logreg': standardised features, "
+                             "one-vs-rest logistic regression, C in {0.01, 0.1, 1, 10} by validation log loss")
     parser.add_argument("--epochs", type=int, default=200, help="epochs of the linear head (paper: 200)")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--train_batch_size", type=int, default=128, help="batch of the linear head (paper: 128)")
-    parser.add_argument("--save_model", action="store_true", help="save the probe of the largest fraction to output_dir/model_<fraction>")
+    parser.add_argument("--save_model", action="store_true", help="save each paper-protocol probe to output_dir/model_<fraction>")
     add_leads_argument(parser)
     args = parser.parse_args(argv)
     fractions = [check_label_fraction(value) for value in args.label_fraction]
@@ -176,82 +280,52 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if data.task != CLASSIFICATION:
         raise ValueError(f"linear probing needs a labelled dataset; {data.name!r} is {data.task}")
     splits = {split: require_split(data, split) for split in ("train", "validation", "test")}
-    progress = not args.no_progress
     torch.manual_seed(args.seed)
-    model = load_probe_model(args.model, data.codes, device_from_args(args))
-    initial_head = copy.deepcopy(model.classifier).cpu()
-    subset = functools.partial(apply_lead_subset, keep=keep)
-    features = {split: encoder_features(model, rows, args.batch_size, progress, subset) for split, rows in splits.items()}
+    device = device_from_args(args)
+    model, initial_head, features = probe_features(args.model, data.codes, device, splits, args, keep=keep)
+    baseline = probe_features(args.model, data.codes, device, splits, args, keep=keep, seed=args.seed) if args.baseline == "random" else None
     references = {split: labels_of(rows) for split, rows in splits.items()}
-    eval_sets = {split: (features[split], references[split]) for split in ("validation", "test")}
     train_rows = splits["train"].remove_columns(
         [c for c in splits["train"].column_names if c != "labels"]
     ).add_column(ROW_INDEX_COLUMN, list(range(len(splits["train"]))))
 
     output_dir = Path(args.output_dir)
-    entries = []
+    task, dataset = task_and_dataset(data.label_set, data.name)
+    rows_written = []
     for fraction in fractions:
         subset = label_fraction_subsample(train_rows, fraction, args.seed)
         rows = torch.as_tensor(subset[ROW_INDEX_COLUMN], dtype=torch.long)
-        head = copy.deepcopy(initial_head)
-        history, best = train_linear_head(
-            head, features["train"][rows], torch.from_numpy(references["train"])[rows], eval_sets, data.codes,
-            epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.train_batch_size, seed=args.seed,
-            progress=progress,
-        )
-        best_index = select_best_epoch(history)
-        head.load_state_dict(best["state"])
-        with torch.no_grad():
-            test_scores = head(features["test"]).sigmoid().numpy()
-        test_result = load_metric("macro_auroc").compute(
-            references=references["test"], predictions=test_scores, label_names=list(data.codes)
-        )
-        tag = f"linear_probe_{data.name}_{fraction:g}"
-        figures = {} if args.no_figures else save_evaluation_figures(
-            output_dir, tag, splits["test"], data.codes, test_scores, references["test"], features["test"].numpy(), args.seed,
-            lead_mask_override=keep,
-        )
-        if args.save_model:
-            model.classifier.load_state_dict(head.state_dict())
-            model.save_pretrained(output_dir / f"model_{fraction:g}")
-        entry = write_results(
-            output_dir / "results.json",
-            model=args.model_name or str(args.model),
-            dataset=data.name,
-            task=data.task,
-            protocol="linear_probe",
-            metric_name="macro_auroc",
-            value=test_result["macro_auroc"],
-            per_class=test_result["per_class"],
-            label_fraction=fraction,
-            leads=list(lead_names(args.leads)),
-            extra={
-                "lead_set": args.leads,
-                "selection": SELECTION_NOTE,
-                "best_epoch": history[best_index]["epoch"],
-                "validation_macro_auroc_at_best_epoch": history[best_index]["validation_macro_auroc"],
-                "max_test_macro_auroc_over_epochs": max(
-                    (h["test_macro_auroc"] for h in history if h["test_macro_auroc"] is not None and math.isfinite(h["test_macro_auroc"])),
-                    default=None,
-                ),
-                "train_records": len(rows),
-                "epochs": args.epochs,
-                "learning_rate": args.learning_rate,
-                "batch_size": args.train_batch_size,
-                "seed": args.seed,
-                "label_set": data.label_set,
-                "classes_without_both_values": test_result["skipped_classes"],
-                "history": history,
-                "figures": figures,
-            },
-        )
-        entries.append(entry)
-        print(
-            f"linear probe {data.name} {fraction:g} of train ({len(rows)} records, leads {args.leads}): test macro AUROC "
-            f"{test_result['macro_auroc']:.4f} at best validation epoch {history[best_index]['epoch']}/{args.epochs}"
-        )
-    print(f"results written to {output_dir / 'results.json'}")
-    return entries
+        for protocol in args.protocol:
+            test_scores, details = run_probe(protocol, initial_head, features, references, rows, data.codes, args)
+            head = details.pop("head", None)
+            baseline_scores = None
+            if baseline is not None:
+                baseline_scores, baseline_details = run_probe(protocol, baseline[1], baseline[2], references, rows, data.codes, args)
+                baseline_details.pop("head", None)
+                details["baseline"] = {key: value for key, value in baseline_details.items() if key != "history"}
+            per_label = load_metric("macro_auroc").compute(
+                references=references["test"], predictions=test_scores, label_names=list(data.codes)
+            )["per_class"]
+            tag = f"linear_probe_{protocol}_{data.name}_{fraction:g}"
+            figures = {} if args.no_figures else save_evaluation_figures(
+                output_dir, tag, splits["test"], data.codes, test_scores, references["test"], features["test"].numpy(), args.seed,
+                lead_mask_override=keep,
+            )
+            if args.save_model and head is not None:
+                model.classifier.load_state_dict(head.state_dict())
+                model.save_pretrained(output_dir / f"model_{fraction:g}")
+            rows_written.append(result_row(
+                task=task, dataset=dataset, split_source=data.split_source, prompt_set=None,
+                protocol=PROTOCOL_NAMES[protocol], label_fraction=fraction, leads=args.leads, metric="macro_auroc",
+                per_label=per_label,
+                n_test=len(splits["test"]), seed=args.seed, model=args.model_name or str(args.model),
+                commit=current_commit(),
+                **macro_auroc_row_fields(references["test"], test_scores, baseline_scores, args.seed, args.bootstrap_resamples),
+                details={**details, "train_records": len(rows), "label_set": data.label_set, "figures": figures,
+                         "lead_set": args.leads, "leads": list(lead_names(args.leads))},
+            ))
+    write_and_print_rows(output_dir, rows_written)
+    return rows_written
 
 
 if __name__ == "__main__":

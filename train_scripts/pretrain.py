@@ -11,12 +11,10 @@ Re-running the same command resumes from the last complete checkpoint in `output
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from datasets import load_from_disk
 from transformers import AutoModelForTextEncoding, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint

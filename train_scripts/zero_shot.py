@@ -196,27 +196,48 @@ def load_dual_encoder(folder, device):
     return model, AutoTokenizer.from_pretrained(folder)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Zero-shot macro AUROC of a model on a dataset's test split; writes results.json and figures."""
-    import argparse
-    from pathlib import Path
+def random_baseline_scores(model_folder, tokenizer, device, test, texts, args, keep=None) -> np.ndarray | None:
+    """With `--baseline random`: zero-shot scores of the same architecture with seeded random weights (else None),
+    on the same lead subset `keep`."""
+    from modeling_cmelt import CMELTModel
+    from train_scripts.evaluation import random_init_like
 
-    from modeling_cmelt.pipeline_cmelt import label_texts_for
+    if args.baseline != "random":
+        return None
+    baseline = random_init_like(CMELTModel, model_folder, args.seed).to(device).eval()
+    embeddings = ecg_embeddings(baseline, test, args.batch_size, not args.no_progress, keep)
+    return zero_shot_scores(baseline, tokenizer, test, texts, args.batch_size, embeddings=embeddings)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Zero-shot macro AUROC of a model on a dataset's test split (CI, optional random-init baseline); writes
+    results.json ("cmelt-results/1") and figures."""
+    import argparse
+
+    from modeling_cmelt.pipeline_cmelt import label_texts_for, resolve_prompts
     from train_scripts.datasets_registry import (
         CLASSIFICATION,
         add_dataset_arguments,
         add_model_arguments,
+        add_prompt_arguments,
         data_from_args,
         device_from_args,
         require_split,
     )
-    from train_scripts.evaluation import write_results
+    from train_scripts.evaluation import (
+        current_commit,
+        macro_auroc_row_fields,
+        result_row,
+        task_and_dataset,
+        write_and_print_rows,
+    )
 
     parser = argparse.ArgumentParser(description="Zero-shot evaluation: prompts of the dataset's labels, macro AUROC.")
     add_model_arguments(parser)
     add_dataset_arguments(parser)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--descriptions", default=None, help="JSON {code: text or [texts]} overriding the shipped prompts")
+    add_prompt_arguments(parser)
+    parser.add_argument("--eval_split", default="test", help="the split scored (default: test)")
+    parser.add_argument("--descriptions", default=None, help="JSON {code: text or [texts]} overriding single labels' prompts")
     parser.add_argument("--hypothesis_template", default="{}", help="format applied to every prompt, e.g. 'ECG: {}'")
     add_leads_argument(parser)
     args = parser.parse_args(argv)
@@ -226,45 +247,37 @@ def main(argv: list[str] | None = None) -> dict:
     data = data_from_args(args)
     if data.task != CLASSIFICATION:
         raise ValueError(f"zero-shot needs a labelled dataset; {data.name!r} is {data.task}")
-    test = require_split(data, args.split)
+    test = require_split(data, args.eval_split)
     torch.manual_seed(args.seed)
     model, tokenizer = load_dual_encoder(args.model, device_from_args(args))
-    texts = label_texts_for(data.codes, data.label_set, descriptions, args.hypothesis_template, folder=args.model)
+    prompt_name = resolve_prompts(args.prompts, data.label_set, args.model)[1]
+    texts = label_texts_for(
+        data.codes, data.label_set, descriptions, args.hypothesis_template, folder=args.model, prompts=args.prompts
+    )
     progress = not args.no_progress
     embeddings = ecg_embeddings(model, test, args.batch_size, progress, keep)
     result = evaluate_zero_shot(model, tokenizer, test, texts, data.codes, args.batch_size, progress, embeddings)
+    scores = result["scores"]
+    baseline_scores = random_baseline_scores(args.model, tokenizer, model.device, test, texts, args, keep)
 
-    output_dir = Path(args.output_dir)
     references = np.asarray(test.with_format("numpy")["labels"], dtype=np.float32)
     figures = {} if args.no_figures else save_evaluation_figures(
-        output_dir, f"zero_shot_{data.name}", test, data.codes, result["scores"], references, embeddings.numpy(), args.seed,
+        args.output_dir, f"zero_shot_{data.name}", test, data.codes, result["scores"], references, embeddings.numpy(), args.seed,
         lead_mask_override=keep,
     )
-    entry = write_results(
-        output_dir / "results.json",
-        model=args.model_name or str(args.model),
-        dataset=data.name,
-        task=data.task,
-        protocol="zero_shot",
-        metric_name="macro_auroc",
-        value=result["macro_auroc"],
-        per_class=result["per_class"],
-        split=args.split,
-        leads=list(lead_names(args.leads)),
-        extra={
-            "lead_set": args.leads,
-            "label_set": data.label_set,
-            "num_records": len(test),
-            "prompts": "user descriptions" if descriptions else ("shipped descriptions" if data.label_set else "label codes as free text"),
-            "classes_without_both_values": result["skipped_classes"],
-            "figures": figures,
-        },
+    task, dataset = task_and_dataset(data.label_set, data.name)
+    row = result_row(
+        task=task, dataset=dataset, split_source=data.split_source,
+        prompt_set=prompt_name + ("+descriptions" if descriptions else ""), protocol="zero-shot", leads=args.leads,
+        metric="macro_auroc", per_label=result["per_class"], n_test=len(test), seed=args.seed,
+        model=args.model_name or str(args.model), commit=current_commit(),
+        **macro_auroc_row_fields(references, scores, baseline_scores, args.seed, args.bootstrap_resamples),
+        details={"eval_split": args.eval_split, "label_set": data.label_set, "figures": figures,
+                 "lead_set": args.leads, "leads": list(lead_names(args.leads)),
+                 "classes_without_both_values": result["skipped_classes"]},
     )
-    print(f"zero-shot {data.name} ({args.split}, {len(test)} records, leads {args.leads}): macro AUROC {result['macro_auroc']:.4f}")
-    for code, value in result["per_class"].items():
-        print(f"  {code:<12}{value:.4f}")
-    print(f"results written to {output_dir / 'results.json'}")
-    return entry
+    write_and_print_rows(args.output_dir, [row])
+    return row
 
 
 if __name__ == "__main__":
