@@ -126,9 +126,13 @@ def convert_record(root: Path, path: str, report: str, feature_extractor) -> tup
         return None, SKIP_UNREADABLE
     if not np.isfinite(recording.signal).all():
         return None, SKIP_NON_FINITE
+    from modeling_cmelt.feature_extraction_cmelt import CMELTNoUsableLeadError
+
     try:
         canonical = feature_extractor.to_canonical(recording.signal, recording.sampling_rate,
                                                    lead_names=recording.lead_names)
+    except CMELTNoUsableLeadError:
+        return None, SKIP_FLAT
     except ValueError:
         return None, SKIP_UNUSABLE
     except Exception as error:  # noqa: BLE001

@@ -61,6 +61,11 @@ class CMELTCanonicalECG:
     warnings: list[str] = field(default_factory=list)
 
 
+class CMELTNoUsableLeadError(ValueError):
+    """A record has no usable lead (all missing, flat, mostly NaN/inf or implausibly large): any output computed
+    from it would be meaningless. The message names the record and why each lead was dropped."""
+
+
 @dataclass
 class _ResamplingPlan:
     up: int
@@ -160,35 +165,15 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
             return_tensors: "pt", "np" or None (lists of numpy arrays -> stacked numpy arrays).
             return_sample_mask: also return `sample_mask` (batch, num_samples), False on padding.
         """
-        canonical = self.canonical_records(ecg, sampling_rate, lead_names, orientation, units, adc_gain, hdf5_index)
-        return self.batch_features(canonical, return_tensors, return_sample_mask)
-
-    def canonical_records(
-        self,
-        ecg: Any,
-        sampling_rate: float | None = None,
-        lead_names: list[str] | None = None,
-        orientation: str | None = None,
-        units: str = "mV",
-        adc_gain: float | None = None,
-        hdf5_index: int | None = None,
-    ) -> list[CMELTCanonicalECG]:
-        """Like `__call__` (same arguments), but one `CMELTCanonicalECG` per record, with its warnings."""
+        records = self._as_records(ecg)
         canonical = []
-        for record in self._as_records(ecg):
+        for record in records:
             if isinstance(record, (str, os.PathLike)):
                 canonical.append(self._canonical_from_file(record, sampling_rate, lead_names, hdf5_index))
             else:
                 canonical.extend(
                     self._canonical_from_array(record, sampling_rate, lead_names, orientation, units, adc_gain)
                 )
-        return canonical
-
-    @staticmethod
-    def batch_features(
-        canonical: list[CMELTCanonicalECG], return_tensors: str | None = None, return_sample_mask: bool = False
-    ) -> BatchFeature:
-        """Stack canonical records into `input_values`, `lead_mask` (and `sample_mask`)."""
         data = {
             "input_values": np.stack([item.values for item in canonical]),
             "lead_mask": np.stack([item.lead_mask for item in canonical]),
@@ -344,6 +329,7 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
         values[:, targets, : plan.output_length] = kept
         lead_mask = np.zeros((batch, len(CANONICAL_LEADS)), dtype=bool)
         lead_mask[:, targets] = present
+        _check_usable(lead_mask, record_notes, source)
         values[~lead_mask] = 0.0
         sample_mask = np.zeros(self.num_samples, dtype=bool)
         sample_mask[: plan.output_length] = True
@@ -447,6 +433,17 @@ def resampling_factors(rate: float, target_rate: float) -> tuple[int, int]:
     divisor = math.gcd(larger, smaller)
     larger, smaller = larger // divisor, smaller // divisor
     return (larger, smaller) if exact >= 1 else (smaller, larger)
+
+
+def _check_usable(lead_mask: np.ndarray, record_notes: list[list[str]], source: str) -> None:
+    """CMELTNoUsableLeadError for the first record of the batch with no usable lead."""
+    for record in np.nonzero(~lead_mask.any(axis=1))[0]:
+        which = source if len(lead_mask) == 1 else f"{source}, record {record}"
+        reasons = "; ".join(record_notes[record][-12:]) or "every lead is missing"
+        raise CMELTNoUsableLeadError(
+            f"{which}: no usable lead (expected at least one standard lead that is recorded, not flat, mostly "
+            f"finite and within max_amplitude_mv); an output from it would be meaningless: {reasons}"
+        )
 
 
 def _check_settings(extractor: "CMELTFeatureExtractor") -> None:
@@ -585,4 +582,4 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 CMELTFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
-__all__ = ["CMELTFeatureExtractor", "CMELTCanonicalECG", "resampling_factors"]
+__all__ = ["CMELTFeatureExtractor", "CMELTCanonicalECG", "CMELTNoUsableLeadError", "resampling_factors"]

@@ -161,19 +161,6 @@ def _check_label_arguments(candidate_labels, descriptions, hypothesis_template) 
                 raise ValueError(f"descriptions[{label!r}] must be a string or a list of strings, got {texts!r:.80}")
 
 
-def _check_usable(records, source) -> None:
-    """ValueError when a record has no usable lead: its scores would be meaningless. One bad record in a batch
-    input (a 3-D array) fails the whole call, naming the record; score the others separately."""
-    for index, record in enumerate(records):
-        if not record.lead_mask.any():
-            which = f"{source}" if len(records) == 1 else f"{source}, record {index}"
-            reasons = "; ".join(record.warnings[-12:]) or "every lead is missing"
-            raise ValueError(
-                f"{which}: no usable lead, so no score can be given (expected at least one lead that is recorded, "
-                f"not flat, mostly finite and within the feature extractor's max_amplitude_mv): {reasons}"
-            )
-
-
 class ZeroShotECGClassificationPipeline(Pipeline):
     """Scores ECGs against candidate labels.
 
@@ -226,9 +213,9 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         is_path = isinstance(inputs, (str, Path))
         if not is_path and sampling_rate is None:
             raise ValueError("sampling_rate is required for array input (the rate of the recording, in Hz)")
-        records = self.feature_extractor.canonical_records(inputs, sampling_rate=sampling_rate, lead_names=lead_names)
-        _check_usable(records, inputs if is_path else "input")
-        features = self.feature_extractor.batch_features(records, return_tensors="pt")
+        features = self.feature_extractor(
+            inputs, sampling_rate=sampling_rate, lead_names=lead_names, return_tensors="pt"
+        )
         return {"input_values": features["input_values"], "lead_mask": features["lead_mask"]}
 
     def _label_embeddings(self, candidate_labels, label_set, descriptions, hypothesis_template):
