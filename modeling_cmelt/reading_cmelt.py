@@ -172,8 +172,10 @@ def _parse_wfdb_header(hea_path: Path) -> _WfdbHeader:
         num_samples = int(record_fields[3]) if len(record_fields) > 3 else None
     except ValueError as error:
         raise CMELTReadError(f"{hea_path}: unparsable record line {lines[0]!r} ({error})") from error
-    if num_signals < 0 or (num_samples is not None and num_samples < 0) or not math.isfinite(sampling_rate):
-        raise CMELTReadError(f"{hea_path}: record line {lines[0]!r} has a negative count or a non-finite rate")
+    if num_signals < 0 or (num_samples is not None and num_samples < 0) or not 0 < sampling_rate < math.inf:
+        raise CMELTReadError(
+            f"{hea_path}: record line {lines[0]!r}: expected non-negative counts and a sampling rate > 0"
+        )
     if num_segments > 1:
         return _WfdbHeader(name, num_segments, sampling_rate, num_samples, [], comments)
     signal_lines = lines[1:]
@@ -199,8 +201,11 @@ def _parse_wfdb_signal_line(hea_path: Path, line: str) -> _WfdbSignalSpec:
             gain = float(gain_match.group(1)) or _WFDB_DEFAULT_GAIN
         except ValueError as error:
             raise CMELTReadError(f"{hea_path}: unparsable ADC gain {gain_match.group(1)!r} in signal line {line!r}") from error
-        if not math.isfinite(gain):
-            raise CMELTReadError(f"{hea_path}: ADC gain must be a finite number, got {gain_match.group(1)!r} in {line!r}")
+        if not math.isfinite(gain) or not np.isfinite(np.float32(1.0 / gain)):
+            raise CMELTReadError(
+                f"{hea_path}: ADC gain must be a finite number whose inverse fits float32, got {gain_match.group(1)!r} "
+                f"in {line!r}"
+            )
         baseline = int(gain_match.group(2)) if gain_match.group(2) is not None else None
         units = gain_match.group(3) or "mV"
     elif format_match is None:
