@@ -26,10 +26,10 @@ from transformers import AutoModelForTextEncoding, AutoTokenizer, HfArgumentPars
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from data.collator import CMELTPretrainingCollator
+from data.ecg_store import write_json_atomically
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
-from data.ecg_store import write_json_atomically
 from train_scripts.trainer import CMELTPretrainingTrainer, remove_stale_staging
 
 RUN_RECORD_FILE = "cmelt_run.json"
