@@ -8,7 +8,10 @@ to float32 millivolts (what the model eats) with one multiply.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +76,28 @@ class SkipLog:
         for reason, count in summary["by_reason"].items():
             print(f"  {count:>8}  {reason}  (e.g. {', '.join(summary['examples'][reason][:3])})")
         if json_path is not None:
-            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_path).write_text(json.dumps(summary, indent=2))
+            write_json_atomically(json_path, summary)
         return summary
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call `write(temporary_path)` and rename the result onto `path`: readers see the old file or the complete new
+    one, never a torn one. The temporary name is unique (two processes saving the same file do not collide) and
+    keeps `path`'s suffix (np.save would append ".npy" otherwise); it is removed if `write` fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.stem}-", suffix=path.suffix)
+    os.close(handle)
+    try:
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would make shared caches unreadable to others
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomically(path: str | Path, data, indent: int | None = 2) -> None:
+    """`data` as JSON at `path`, written atomically (see `write_atomically`)."""
+    text = json.dumps(data, indent=indent)
+    write_atomically(path, lambda temporary: temporary.write_text(text))

@@ -12,9 +12,18 @@ row, or every statement empty), unreadable file (missing, truncated, corrupt), N
 missing samples with the WFDB invalid value; such records are dropped, not repaired), unusable signal (rejected
 by the feature extractor, e.g. too short), flat signal (no lead with any amplitude).
 
+Any other per-record failure (an exception the reader or the feature extractor did not anticipate, a header
+claiming more memory than exists) is skipped and counted as `reader error (<type>)` / `feature extractor error
+(<type>)`: one bad record never stops the run.
+
 The split is by patient: a seeded random `valid_fraction` of subjects goes to validation, so no subject is in both.
 The work is done in shards of `shard_size` records, each written atomically (a temporary directory renamed into
-OUT/shards/), so an interrupted run redoes only the shards that were not finished. The final split directories
+OUT/shards/), so an interrupted run redoes only the shards that were not finished. A finished shard is reused only
+if it was built from the same inputs: its key (OUT/shards/<name>/source.json) hashes the converter version and
+feature-extractor settings, every row's study id, path, report text and report id, and the size and modification
+time of each record's `.hea` and `.dat`; an edited report or a rewritten signal file rebuilds that shard. (An edit
+that adds or removes a unique report text renumbers the report ids after it, which rebuilds the shards holding
+them.) `plan.json` and every other state file are written atomically. The final split directories
 hard-link the shards' Arrow files (no second copy of ~95 GB) and are loadable with `datasets.load_from_disk(OUT)`.
 
 `CMELTMIMICLazyDataset` gives the same rows straight from the WFDB files for users who do not convert.
@@ -27,11 +36,12 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, encode_ecg
+from .ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, encode_ecg, write_json_atomically
 
 SPLITS = ("train", "validation")
 REPORT_COLUMNS = tuple(f"report_{slot}" for slot in range(18))
@@ -40,6 +50,9 @@ SKIP_UNREADABLE = "unreadable file"
 SKIP_NON_FINITE = "NaN/inf samples"
 SKIP_UNUSABLE = "unusable signal"
 SKIP_FLAT = "flat signal (no lead recorded)"
+# Bump when the conversion of a record changes, so shards of an older converter are rebuilt.
+CONVERTER_VERSION = 2
+SHARD_KEY_FILE = "source.json"
 
 
 def corpus_features():
@@ -107,15 +120,23 @@ def convert_record(root: Path, path: str, report: str, feature_extractor) -> tup
         recording = read_ecg(root / path)
     except (CMELTReadError, OSError, EOFError, ValueError):
         return None, SKIP_UNREADABLE
+    except Exception as error:  # noqa: BLE001 - one record must never stop a long conversion (MemoryError ...)
+        return None, f"reader error ({type(error).__name__})"
     if recording.signal.size == 0:
         return None, SKIP_UNREADABLE
     if not np.isfinite(recording.signal).all():
         return None, SKIP_NON_FINITE
+    from modeling_cmelt.feature_extraction_cmelt import CMELTNoUsableLeadError
+
     try:
         canonical = feature_extractor.to_canonical(recording.signal, recording.sampling_rate,
                                                    lead_names=recording.lead_names)
+    except CMELTNoUsableLeadError:
+        return None, SKIP_FLAT
     except ValueError:
         return None, SKIP_UNUSABLE
+    except Exception as error:  # noqa: BLE001
+        return None, f"feature extractor error ({type(error).__name__})"
     if not canonical.lead_mask.any():
         return None, SKIP_FLAT
     return {"ecg": encode_ecg(canonical.values), "lead_mask": canonical.lead_mask}, None
@@ -134,7 +155,7 @@ def _convert_shard(task: tuple[str, str, str, list[tuple]]) -> tuple[str, int, d
     """Convert one shard's records and write the shard atomically (tmp dir, then rename)."""
     from datasets import Dataset
 
-    root, shards_dir, name, rows = task
+    root, shards_dir, name, rows, shard_key = task
     root, shards_dir = Path(root), Path(shards_dir)
     feature_extractor = _quiet_feature_extractor()
     skips = SkipLog()
@@ -150,8 +171,7 @@ def _convert_shard(task: tuple[str, str, str, list[tuple]]) -> tuple[str, int, d
         columns["lead_mask"].append(converted["lead_mask"].tolist())
         columns["report"].append(report)
         columns["report_id"].append(int(report_id))
-    temporary = shards_dir / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
+    temporary = Path(tempfile.mkdtemp(dir=shards_dir, prefix=f".tmp-{name}-"))
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()
@@ -161,8 +181,71 @@ def _convert_shard(task: tuple[str, str, str, list[tuple]]) -> tuple[str, int, d
     else:  # every record of the shard was dropped
         _save_empty(temporary, shard)
     (temporary / "skipped.json").write_text(json.dumps({"counts": dict(skips.counts), "examples": skips.examples}))
-    os.replace(temporary, shards_dir / name)
+    (temporary / SHARD_KEY_FILE).write_text(json.dumps({"key": shard_key}))
+    _replace_directory(temporary, shards_dir / name)
     return name, len(columns["study_id"]), {"counts": dict(skips.counts), "examples": skips.examples}
+
+
+def _replace_directory(source: Path, target: Path) -> None:
+    """Move the finished directory `source` to `target`, replacing an outdated `target` (renamed aside first, so
+    `target` is always either the old complete shard or the new one)."""
+    if target.exists():
+        outdated = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-outdated-{target.name}-"))
+        os.replace(target, outdated / target.name)
+        shutil.rmtree(outdated, ignore_errors=True)
+    os.replace(source, target)
+
+
+def _file_stamp(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except OSError:
+        return "-"
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def shard_key(root: Path, rows: list[tuple], converter_settings: dict) -> str:
+    """What a shard was built from: converter version and settings, each row (ids, path, report text, report id)
+    and the size and mtime of its `.hea` and `.dat`. A shard on disk is reused only under the same key."""
+    digest = hashlib.sha256(json.dumps({"version": CONVERTER_VERSION, **converter_settings}, sort_keys=True).encode())
+    for subject_id, study_id, path, report, report_id in rows:
+        stem = root / path
+        stamps = ",".join(_file_stamp(stem.with_name(stem.name + suffix)) for suffix in (".hea", ".dat"))
+        digest.update(f"{subject_id}|{study_id}|{path}|{report_id}|{report}|{stamps}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _converter_settings() -> dict:
+    """Feature-extractor settings that change a converted record."""
+    from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
+
+    extractor = CMELTFeatureExtractor()
+    keys = ("sampling_rate", "num_samples", "normalization", "length_policy", "max_gap_seconds", "max_missing_fraction",
+            "flat_lead_threshold_mv", "min_seconds", "max_amplitude_mv", "padding_value")
+    return {key: getattr(extractor, key, None) for key in keys}
+
+
+def _shard_is_current(shard_dir: Path, key: str) -> bool:
+    try:
+        return (shard_dir / "state.json").is_file() and json.loads((shard_dir / SHARD_KEY_FILE).read_text())["key"] == key
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _read_plan(plan_file: Path) -> dict | None:
+    """The previous run's plan, or None when absent or unreadable (shards carry their own keys, so a damaged
+    plan only loses the check that OUT belongs to the same conversion)."""
+    if not plan_file.is_file():
+        return None
+    try:
+        plan = json.loads(plan_file.read_text())
+        return plan if isinstance(plan, dict) else None
+    except (OSError, ValueError):
+        import warnings
+
+        warnings.warn(f"{plan_file} is unreadable; rewriting it (each shard is still checked against its inputs)",
+                      stacklevel=3)
+        return None
 
 
 def _shard_plan(index, valid_fraction: float, seed: int, shard_size: int) -> dict[str, list[tuple[str, list[tuple]]]]:
@@ -206,7 +289,7 @@ def _assemble_split(out: Path, split: str, shard_dirs: list[Path]) -> None:
         digest.update(state["_fingerprint"].encode())
     state = json.loads((shard_dirs[0] / "state.json").read_text())
     state.update({"_data_files": data_files, "_fingerprint": digest.hexdigest()[:16], "_split": split})
-    (target / "state.json").write_text(json.dumps(state, indent=2))
+    write_json_atomically(target / "state.json", state)
     shutil.copyfile(shard_dirs[0] / "dataset_info.json", target / "dataset_info.json")
 
 
@@ -220,7 +303,7 @@ def _save_empty(target: Path, empty) -> None:
         writer.write_table(empty.data.table)
     state = json.loads((target / "state.json").read_text())
     state["_data_files"] = [{"filename": filename}]
-    (target / "state.json").write_text(json.dumps(state, indent=2))
+    write_json_atomically(target / "state.json", state)
 
 
 def convert_mimic_iv_ecg(
@@ -244,15 +327,18 @@ def convert_mimic_iv_ecg(
     shards_dir = out / "shards"
     shards_dir.mkdir(parents=True, exist_ok=True)
     plan_file = out / "plan.json"
-    if plan_file.is_file() and json.loads(plan_file.read_text()).get("fingerprint") != fingerprint:
+    previous = _read_plan(plan_file)
+    if previous is not None and previous.get("fingerprint") != fingerprint:
         raise ValueError(f"{out} holds shards of a different conversion (other root, split or shard size); "
                          "use a new OUT directory or delete it")
-    plan_file.write_text(json.dumps({"fingerprint": fingerprint, "root": str(root), "valid_fraction": valid_fraction,
-                                     "seed": seed, "shard_size": shard_size}, indent=2))
+    write_json_atomically(plan_file, {"fingerprint": fingerprint, "root": str(root), "valid_fraction": valid_fraction,
+                                      "seed": seed, "shard_size": shard_size})
     for stale in shards_dir.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    tasks = [(str(root), str(shards_dir), name, rows) for shards in plan.values() for name, rows in shards
-             if not (shards_dir / name / "state.json").is_file()]
+    settings = _converter_settings()
+    keyed = [(name, rows, shard_key(root, rows, settings)) for shards in plan.values() for name, rows in shards]
+    tasks = [(str(root), str(shards_dir), name, rows, key) for name, rows, key in keyed
+             if not _shard_is_current(shards_dir / name, key)]
     done = sum(len(shards) for shards in plan.values()) - len(tasks)
     print(f"{len(index)} records, {sum(len(s) for s in plan.values())} shards ({done} already done, {len(tasks)} to do)")
     progress = tqdm(total=sum(len(task[3]) for task in tasks), unit="ecg", desc="converting")
@@ -279,7 +365,7 @@ def convert_mimic_iv_ecg(
             part.examples = saved["examples"]
             skips.merge(part)
         _assemble_split(out, split, shard_dirs)
-    (out / "dataset_dict.json").write_text(json.dumps({"splits": list(SPLITS)}))
+    write_json_atomically(out / "dataset_dict.json", {"splits": list(SPLITS)}, indent=None)
     skips.report("MIMIC-IV-ECG conversion", out / "skipped.json")
     dataset = load_from_disk(str(out))
     print({split: len(dataset[split]) for split in dataset}, f"-> {out}")

@@ -1,6 +1,6 @@
 """N3S (nearest-neighbour negative sampling): each report's k farthest reports, added as a column of report ids.
 
-    python -m data.n3s DATASET_DIR --encoder PATH [--k 64] [--cache-dir DIR]
+    python -m data.n3s DATASET_DIR --encoder PATH [--k 64] [--cache-dir DIR] [--split train]
 
 Work is done once per *unique* report, never per row: the unique-report table (report_id -> text) is embedded
 (`embed_reports`: mean-pooled over the attention mask, L2-normalised; the paper uses google/flan-t5-small, any
@@ -10,8 +10,14 @@ each row's k candidate ids by table lookup. The new column is attached beside th
 the ECGs). The collator draws one candidate per swapped sample and reads its text from `ReportTable`.
 
 Cache (in `cache_dir`, default DATASET_DIR/n3s_cache): `report_table.json`, and per (encoder, k, index type,
-report table) key the embeddings (`.npy`), the FAISS index (`faiss.write_index`) and the neighbours (`.npy`);
-a re-run with the same key loads them instead of recomputing.
+report table, dtype, max length) key the embeddings (`.npy`), the FAISS index (`faiss.write_index`) and the
+neighbours (`.npy`); a re-run with the same key loads them instead of recomputing. The encoder's part of the key is
+a content hash of its config, weight files and tokenizer files, so new weights of the same shape or another
+tokenizer never reuse stale neighbours. Every cache file is written to a unique temporary name and renamed into
+place, so concurrent runs neither collide nor read a torn file.
+
+The CLI builds the table over the training split (`--split train`, the default; `--split all` for every split)
+and records what it built in `manifest.json`; pretraining reads that manifest and reuses exactly that cache.
 
 Fewer than k + 1 unique reports: k is reduced to (number of unique reports - 1) with a warning, so every row still
 gets only real, distinct, non-self candidates (a table of one report gets an empty list; the collator then keeps
@@ -28,6 +34,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from .ecg_store import write_atomically, write_json_atomically
 
 DEFAULT_ENCODER = "google/flan-t5-small"
 DEFAULT_COLUMN = "n3s_negatives"
@@ -54,11 +62,8 @@ class ReportTable:
         return cls(data["report_ids"], data["texts"])
 
     def save(self, cache_dir: str | os.PathLike) -> None:
-        path = Path(cache_dir) / self.FILE_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"report_ids": self.report_ids.tolist(), "texts": self._texts}))
-        os.replace(temporary, path)
+        write_json_atomically(Path(cache_dir) / self.FILE_NAME,
+                              {"report_ids": self.report_ids.tolist(), "texts": self._texts}, indent=None)
 
     @property
     def fingerprint(self) -> str:
@@ -228,13 +233,45 @@ def report_table_of(dataset) -> ReportTable:
     return ReportTable(ids, [text_by_id[report_id] for report_id in ids])
 
 
+# Files whose content decides the embeddings: weights, config and tokenizer.
+_ENCODER_FILE_PATTERNS = ("config.json", "*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json", "tokenizer*",
+                          "spiece.model", "*.model", "vocab*", "merges.txt", "special_tokens_map.json", "added_tokens.json")
+
+
 def _encoder_key(encoder_name_or_path: str) -> str:
+    """Content hash of a local encoder folder (config, weights, tokenizer files); a Hub id is keyed by its name."""
     path = Path(encoder_name_or_path)
-    identity = str(encoder_name_or_path)
-    if (path / "config.json").is_file():  # a local checkpoint: its config (and weights' size) identify it
-        identity += (path / "config.json").read_text()
-        identity += ",".join(f"{file.name}:{file.stat().st_size}" for file in sorted(path.glob("*.safetensors")))
-    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+    digest = hashlib.sha256()
+    if not path.is_dir():
+        digest.update(str(encoder_name_or_path).encode())
+        return digest.hexdigest()[:16]
+    files = sorted({file for pattern in _ENCODER_FILE_PATTERNS for file in path.glob(pattern) if file.is_file()})
+    for file in files:
+        digest.update(f"{file.name}\x00".encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+        digest.update(b"\x01")
+    return digest.hexdigest()[:16]
+
+
+def cache_key(table: "ReportTable", encoder_name_or_path: str, max_length: int, dtype: str) -> str:
+    """The embeddings' key: report table, encoder content, max length and dtype."""
+    return f"{table.fingerprint}-{_encoder_key(encoder_name_or_path)}-L{max_length}-{dtype}"
+
+
+MANIFEST_FILE = "manifest.json"
+
+
+def read_manifest(cache_dir: str | os.PathLike) -> dict | None:
+    """What `cmelt-n3s` built in `cache_dir` (encoder, k, index type, max length, dtype, split), or None."""
+    path = Path(cache_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete it and rerun cmelt-n3s") from error
 
 
 def compute_neighbours(
@@ -257,11 +294,10 @@ def compute_neighbours(
     saved = cache_dir / ReportTable.FILE_NAME
     if not saved.is_file() or ReportTable.load(cache_dir).fingerprint != table.fingerprint:
         table.save(cache_dir)
-    encoder_key = _encoder_key(encoder_name_or_path)
-    stem = f"{table.fingerprint}-{encoder_key}" + ("" if dtype == "float32" else f"-{dtype}")
-    embeddings_path = cache_dir / f"embeddings-{stem}-L{max_length}.npy"
-    index_path = cache_dir / f"index-{stem}-L{max_length}-{index_type}.faiss"
-    neighbours_path = cache_dir / f"neighbours-{stem}-L{max_length}-{index_type}-k{k}.npy"
+    stem = cache_key(table, encoder_name_or_path, max_length, dtype)
+    embeddings_path = cache_dir / f"embeddings-{stem}.npy"
+    index_path = cache_dir / f"index-{stem}-{index_type}.faiss"
+    neighbours_path = cache_dir / f"neighbours-{stem}-{index_type}-k{k}.npy"
     if neighbours_path.is_file():
         return np.load(neighbours_path)
     if embeddings_path.is_file():
@@ -285,9 +321,7 @@ def compute_neighbours(
 
 
 def _save_atomically(path: Path, write) -> None:
-    temporary = path.with_name(f"tmp-{os.getpid()}-{path.name}")  # same suffix: np.save would append ".npy"
-    write(temporary)
-    os.replace(temporary, path)
+    write_atomically(path, write)
 
 
 def add_n3s_column(
@@ -324,7 +358,7 @@ def add_n3s_column(
 
     from datasets import Features
 
-    key = f"{table.fingerprint}-{_encoder_key(encoder_name_or_path)}-L{max_length}-{index_type}-k{k}"
+    key = f"{cache_key(table, encoder_name_or_path, max_length, dtype)}-{index_type}-k{k}"
     features = Features({column: Sequence(Value("int64"), length=neighbours.shape[1] or -1)})  # arrow: no 0-length lists
     result = {}
     for name, split in _splits(dataset).items():
@@ -340,13 +374,16 @@ def add_n3s_column(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from datasets import load_from_disk
+    from datasets import DatasetDict, load_from_disk
 
     parser = argparse.ArgumentParser(description="Precompute the N3S negatives of a converted corpus (cached).")
     parser.add_argument("dataset_dir", help="a save_to_disk Dataset / DatasetDict with report and report_id columns")
     parser.add_argument("--encoder", required=True, help=f"local HF text encoder (the paper uses {DEFAULT_ENCODER})")
     parser.add_argument("--k", type=int, default=64)
     parser.add_argument("--cache-dir", default=None, help="default: DATASET_DIR/n3s_cache")
+    parser.add_argument("--split", default="train",
+                        help="split whose reports form the table, as pretraining uses it (default: train); 'all' = "
+                             "every split together (then validation reports can be training negatives)")
     parser.add_argument("--index-type", choices=("flat", "ivf"), default="flat")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-length", type=int, default=256)
@@ -354,11 +391,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="embedding precision; bfloat16 is ~2x faster where the hardware has bf16 units")
     args = parser.parse_args(argv)
     cache_dir = args.cache_dir or os.path.join(args.dataset_dir, "n3s_cache")
-    dataset = add_n3s_column(load_from_disk(args.dataset_dir), cache_dir, args.encoder, k=args.k,
-                             index_type=args.index_type, batch_size=args.batch_size, max_length=args.max_length,
-                             dtype=args.dtype)
+    dataset = load_from_disk(args.dataset_dir)
+    if isinstance(dataset, DatasetDict) and args.split != "all":
+        if args.split not in dataset:
+            raise ValueError(f"--split {args.split!r} is not a split of {args.dataset_dir} ({sorted(dataset)}) nor 'all'")
+        dataset = dataset[args.split]
+    dataset = add_n3s_column(dataset, cache_dir, args.encoder, k=args.k, index_type=args.index_type,
+                             batch_size=args.batch_size, max_length=args.max_length, dtype=args.dtype)
+    write_json_atomically(Path(cache_dir) / MANIFEST_FILE, {
+        "encoder": str(args.encoder), "k": args.k, "index_type": args.index_type, "max_length": args.max_length,
+        "dtype": args.dtype, "split": args.split, "report_table": ReportTable.load(cache_dir).fingerprint,
+    })
     print(dataset)
-    print(f"N3S cache: {cache_dir} (pass it to add_n3s_column / ReportTable.load at training time)")
+    print(f"N3S cache: {cache_dir} (pretraining with --dataset_path {args.dataset_dir} reuses it)")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,17 @@ MAX_SAMPLING_RATE = 10_000.0
 MAX_INFERRED_LEADS = 15
 # scipy.signal.resample_poly's default Kaiser filter spans 10 * max(up, down) upsampled samples each side.
 _RESAMPLE_HALF_LENGTH_FACTOR = 10
+# Rates whose exact ratio to the target rate has both terms up to this are resampled exactly (360 Hz -> 25/18,
+# 257 Hz -> 500/257). Other rates (999.999 Hz, 9999.999 Hz, 314.159 Hz) use the fraction with the smallest
+# denominator whose ratio is within RESAMPLE_RATIO_TOLERANCE of the exact one: the time axis is then stretched by at
+# most 1e-4, i.e. at most 0.5 sample (1 ms) of drift over the 5000-sample window, and the filter costs about what
+# the nearest round rate costs (999.999 Hz -> 1/2, like 1000 Hz) instead of growing with the decimals.
+MAX_EXACT_RESAMPLE_FACTOR = 1000
+RESAMPLE_RATIO_TOLERANCE = 1e-4
+# Dirichlet: some denominator up to 1 / tolerance always meets the tolerance.
+_MAX_APPROXIMATE_DENOMINATOR = int(round(1 / RESAMPLE_RATIO_TOLERANCE))
+# Peak |amplitude| above which a lead is not an ECG in mV (µV or ADC counts passed as mV, overflowed exports).
+DEFAULT_MAX_AMPLITUDE_MV = 100.0
 _UNITS_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 
 
@@ -47,6 +58,11 @@ class CMELTCanonicalECG:
     lead_mask: np.ndarray
     sample_mask: np.ndarray
     warnings: list[str] = field(default_factory=list)
+
+
+class CMELTNoUsableLeadError(ValueError):
+    """A record has no usable lead (all missing, flat, mostly NaN/inf or implausibly large): any output computed
+    from it would be meaningless. The message names the record and why each lead was dropped."""
 
 
 @dataclass
@@ -79,6 +95,8 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
         flat_lead_threshold_mv (`float`): a lead whose peak-to-peak amplitude in the kept window is below this
             (mV) counts as missing (disconnected electrode, zero-filled export).
         min_seconds (`float`): records shorter than this are rejected with a ValueError.
+        max_amplitude_mv (`float`): a lead whose peak |value| in the kept window exceeds this (mV) is not a
+            plausible ECG (µV or ADC counts passed as mV, overflowed values) and counts as missing, with a warning.
     """
 
     model_input_names = ["input_values", "lead_mask"]
@@ -95,6 +113,7 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
         max_missing_fraction: float = 0.5,
         flat_lead_threshold_mv: float = 0.01,
         min_seconds: float = 1.0,
+        max_amplitude_mv: float = DEFAULT_MAX_AMPLITUDE_MV,
         **kwargs,
     ):
         kwargs.setdefault("return_attention_mask", False)
@@ -112,6 +131,8 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
         self.max_missing_fraction = float(max_missing_fraction)
         self.flat_lead_threshold_mv = float(flat_lead_threshold_mv)
         self.min_seconds = float(min_seconds)
+        self.max_amplitude_mv = float(max_amplitude_mv)
+        _check_settings(self)
 
     # ------------------------------------------------------------------------------------------------------------
     # public API
@@ -222,7 +243,7 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
         lead_names: list[str] | None,
         hdf5_index: int | None,
     ) -> CMELTCanonicalECG:
-        info = read_ecg_info(path, sampling_rate=sampling_rate)
+        info = read_ecg_info(path, sampling_rate=sampling_rate, lead_names=lead_names)
         if info is None or not info.sampling_rate:
             recording = read_ecg(path, sampling_rate=sampling_rate, lead_names=lead_names, hdf5_index=hdf5_index)
             rate = _check_rate(recording.sampling_rate, source=str(path))
@@ -253,8 +274,7 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
             )
 
     def _plan(self, total_samples: int, rate: float) -> _ResamplingPlan:
-        ratio = Fraction(self.sampling_rate) / Fraction(rate).limit_denominator(1000)
-        up, down = ratio.numerator, ratio.denominator
+        up, down = resampling_factors(rate, self.sampling_rate)
         total_output = -(-total_samples * up // down)
         if self.length_policy == "center" and total_output > self.num_samples:
             output_start = (total_output - self.num_samples) // 2
@@ -301,18 +321,14 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
 
             segment = resample_poly(segment, plan.up, plan.down, axis=-1).astype(np.float32, copy=False)
         kept = segment[..., plan.output_start : plan.output_start + plan.output_length]
-        flat = np.ptp(kept, axis=-1) < self.flat_lead_threshold_mv if kept.shape[-1] else np.ones_like(present)
-        for record, position in zip(*np.nonzero(flat & present)):
-            message = f"{source}: lead {CANONICAL_LEADS[targets[position]]} is flat (peak-to-peak < {self.flat_lead_threshold_mv:g} mV); masked"
-            record_notes[record].append(message)
-            warnings.warn(message, stacklevel=4)
-        present &= ~flat
+        self._mask_unusable_leads(kept, present, targets, record_notes, source)
         kept = self._normalize(kept)
         values = np.full((batch, len(CANONICAL_LEADS), self.num_samples), 0.0, dtype=np.float32)
         values[:, :, plan.output_length :] = self.padding_value
         values[:, targets, : plan.output_length] = kept
         lead_mask = np.zeros((batch, len(CANONICAL_LEADS)), dtype=bool)
         lead_mask[:, targets] = present
+        _check_usable(lead_mask, record_notes, source)
         values[~lead_mask] = 0.0
         sample_mask = np.zeros(self.num_samples, dtype=bool)
         sample_mask[: plan.output_length] = True
@@ -320,6 +336,31 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
             CMELTCanonicalECG(values[index], lead_mask[index], sample_mask.copy(), record_notes[index])
             for index in range(batch)
         ]
+
+    def _mask_unusable_leads(
+        self, kept: np.ndarray, present: np.ndarray, targets: list[int], record_notes: list[list[str]], source: str
+    ) -> None:
+        """In place: mark flat leads and leads with implausible amplitude (or values that overflowed) absent."""
+        if not kept.shape[-1]:
+            present[:] = False
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            peak = np.abs(kept).max(axis=-1)
+            flat = np.ptp(kept, axis=-1) < self.flat_lead_threshold_mv
+        implausible = ~(peak <= self.max_amplitude_mv)  # also catches inf / NaN from overflow
+        for record, position in zip(*np.nonzero(present & (flat | implausible))):
+            lead = CANONICAL_LEADS[targets[position]]
+            if implausible[record, position]:
+                message = (
+                    f"{source}: lead {lead} peaks at {peak[record, position]:.3g} mV, above max_amplitude_mv="
+                    f"{self.max_amplitude_mv:g}: not an ECG in mV (µV or ADC counts given as mV? set units=); masked"
+                )
+            else:
+                message = f"{source}: lead {lead} is flat (peak-to-peak < {self.flat_lead_threshold_mv:g} mV); masked"
+            record_notes[record].append(message)
+            warnings.warn(message, stacklevel=5)
+        present &= ~(flat | implausible)
+        kept[~present] = 0.0  # keeps normalisation finite; masked leads are zero in the output anyway
 
     def _repair_non_finite(
         self,
@@ -337,7 +378,7 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
         for record, channel in zip(*bad_rows):
             row = segment[record, channel]
             missing = ~np.isfinite(row)
-            if missing.mean() > self.max_missing_fraction:
+            if missing.mean() > self.max_missing_fraction or missing.all():
                 message = f"{source}: lead {names[channel]!r} is {missing.mean():.0%} NaN/inf; masked as missing"
                 present[record, channel] = False
                 row[:] = 0.0
@@ -368,6 +409,58 @@ class CMELTFeatureExtractor(SequenceFeatureExtractor):
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
+
+
+def resampling_factors(rate: float, target_rate: float) -> tuple[int, int]:
+    """(up, down) of the polyphase resampling from `rate` to `target_rate` (see RESAMPLE_RATIO_TOLERANCE).
+
+    Exact when the ratio, with `rate` read as its shortest decimal (`Fraction(repr(rate))`), has both terms up to
+    MAX_EXACT_RESAMPLE_FACTOR; otherwise the fraction with the smallest denominator within a relative error of
+    RESAMPLE_RATIO_TOLERANCE, which bounds the filter (its length grows with max(up, down)).
+    """
+    exact = Fraction(repr(float(target_rate))) / Fraction(repr(float(rate)))
+    if max(exact.numerator, exact.denominator) <= MAX_EXACT_RESAMPLE_FACTOR:
+        return exact.numerator, exact.denominator
+    # approximate the ratio >= 1 (its reciprocal otherwise), so the other term is the smaller one
+    value = float(exact) if exact >= 1 else float(1 / exact)
+    denominators = np.arange(1, _MAX_APPROXIMATE_DENOMINATOR + 1)
+    numerators = np.rint(value * denominators)
+    errors = np.abs(numerators / denominators - value) / value
+    within = np.nonzero(errors <= RESAMPLE_RATIO_TOLERANCE)[0]
+    best = int(within[0]) if len(within) else int(np.argmin(errors))
+    larger, smaller = int(numerators[best]), int(denominators[best])
+    divisor = math.gcd(larger, smaller)
+    larger, smaller = larger // divisor, smaller // divisor
+    return (larger, smaller) if exact >= 1 else (smaller, larger)
+
+
+def _check_usable(lead_mask: np.ndarray, record_notes: list[list[str]], source: str) -> None:
+    """CMELTNoUsableLeadError for the first record of the batch with no usable lead."""
+    for record in np.nonzero(~lead_mask.any(axis=1))[0]:
+        which = source if len(lead_mask) == 1 else f"{source}, record {record}"
+        reasons = "; ".join(record_notes[record][-12:]) or "every lead is missing"
+        raise CMELTNoUsableLeadError(
+            f"{which}: no usable lead (expected at least one standard lead that is recorded, not flat, mostly "
+            f"finite and within max_amplitude_mv); an output from it would be meaningless: {reasons}"
+        )
+
+
+def _check_settings(extractor: "CMELTFeatureExtractor") -> None:
+    """ValueError naming the first setting outside its range."""
+    checks = (
+        ("num_samples", extractor.num_samples >= 1, "an integer >= 1"),
+        ("sampling_rate", MIN_SAMPLING_RATE <= float(extractor.sampling_rate) <= MAX_SAMPLING_RATE,
+         f"between {MIN_SAMPLING_RATE:g} and {MAX_SAMPLING_RATE:g} Hz"),
+        ("max_missing_fraction", 0.0 <= extractor.max_missing_fraction < 1.0,
+         "in [0, 1) (a lead with no finite sample is always missing)"),
+        ("max_gap_seconds", extractor.max_gap_seconds >= 0.0, ">= 0"),
+        ("flat_lead_threshold_mv", extractor.flat_lead_threshold_mv >= 0.0, ">= 0"),
+        ("min_seconds", extractor.min_seconds > 0.0, "> 0"),
+        ("max_amplitude_mv", extractor.max_amplitude_mv > 0.0, "> 0"),
+    )
+    for name, valid, expected in checks:
+        if not valid:
+            raise ValueError(f"{name} must be {expected}, got {getattr(extractor, name)!r}")
 
 
 def _is_array_like(value: Any) -> bool:
@@ -488,4 +581,4 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 CMELTFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
-__all__ = ["CMELTFeatureExtractor", "CMELTCanonicalECG"]
+__all__ = ["CMELTFeatureExtractor", "CMELTCanonicalECG", "CMELTNoUsableLeadError", "resampling_factors"]

@@ -128,10 +128,10 @@ def label_texts_for(
     (see `resolve_prompts`; a code unknown to it is an error); without `label_set`, a user prompt set's text or
     else the label as free text. The template is applied last.
     """
-    if isinstance(candidate_labels, str):
-        candidate_labels = [label.strip() for label in candidate_labels.split(",") if label.strip()]
-    if not candidate_labels:
-        raise ValueError("candidate_labels is empty: give label codes of a known set or free-text labels")
+    candidate_labels = _checked_labels(candidate_labels)
+    _check_template(hypothesis_template)
+    if descriptions is not None and not isinstance(descriptions, Mapping):
+        raise ValueError(f"descriptions must be a dict {{label: text or [texts]}}, got {type(descriptions).__name__}")
     shipped, prompt_name = resolve_prompts(prompts, label_set, folder)
     resolved = {}
     for label in candidate_labels:
@@ -146,11 +146,48 @@ def label_texts_for(
             )
         else:
             texts = label
+        if not isinstance(texts, (str, list, tuple)):
+            raise ValueError(f"the description of label {label!r} must be a string or a list of strings, got {texts!r:.80}")
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
-            raise ValueError(f"label {label!r} has an empty description")
+            raise ValueError(f"label {label!r} has an empty description (expected non-blank strings, got {texts!r:.80})")
         resolved[label] = [hypothesis_template.format(text) for text in texts]
     return resolved
+
+
+def _checked_labels(candidate_labels) -> list[str]:
+    """A non-empty list of distinct, non-blank label strings (a comma-separated string is split)."""
+    if isinstance(candidate_labels, str):
+        candidate_labels = [label.strip() for label in candidate_labels.split(",") if label.strip()]
+    if not isinstance(candidate_labels, (list, tuple)):
+        raise ValueError(f"candidate_labels must be a list of strings, got {type(candidate_labels).__name__}")
+    if not candidate_labels:
+        raise ValueError("candidate_labels is empty: give label codes of a known set or free-text labels")
+    for label in candidate_labels:
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"candidate_labels must be non-blank strings, got {label!r:.80}")
+    if len(set(candidate_labels)) != len(candidate_labels):
+        raise ValueError(f"candidate_labels has duplicates: {list(candidate_labels)!r:.200}")
+    return list(candidate_labels)
+
+
+def _check_template(hypothesis_template) -> None:
+    """The template must hold exactly one empty `{}` field (the label text) and no other field."""
+    import string
+
+    expected = "a string with exactly one '{}' (e.g. 'an ECG showing {}')"
+    if not isinstance(hypothesis_template, str):
+        raise ValueError(f"hypothesis_template must be {expected}, got {hypothesis_template!r:.80}")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(hypothesis_template) if name is not None]
+    except ValueError as error:
+        raise ValueError(f"hypothesis_template must be {expected}, got {hypothesis_template!r} ({error})") from error
+    if fields != [""]:
+        raise ValueError(f"hypothesis_template must be {expected}, got {hypothesis_template!r}")
+    try:
+        hypothesis_template.format("x")
+    except (ValueError, IndexError, KeyError) as error:  # e.g. a conversion or format spec that rejects text
+        raise ValueError(f"hypothesis_template must be {expected}, got {hypothesis_template!r} ({error})") from error
 
 
 @torch.no_grad()
@@ -178,6 +215,22 @@ def zero_shot_logits(model, ecg_embeds: torch.Tensor, label_embeds: torch.Tensor
     """(num_ecgs, num_labels) logits, on the same scale as the pretraining's Siglep logits."""
     scale, bias = model.logit_scale_and_bias()
     return ecg_embeds @ label_embeds.to(ecg_embeds.dtype).t() * scale + bias
+
+
+def _check_label_arguments(candidate_labels, descriptions, hypothesis_template) -> None:
+    """Fail early, with a ValueError naming the argument, before anything is hashed or encoded."""
+    if candidate_labels is not None:
+        _checked_labels(candidate_labels)
+    if hypothesis_template is not None:
+        _check_template(hypothesis_template)
+    if descriptions is not None:
+        if not isinstance(descriptions, Mapping):
+            raise ValueError(f"descriptions must be a dict {{label: text or [texts]}}, got {type(descriptions).__name__}")
+        for label, texts in descriptions.items():
+            if not isinstance(label, str):
+                raise ValueError(f"descriptions keys must be label strings, got {label!r:.80}")
+            if not (isinstance(texts, str) or isinstance(texts, (list, tuple)) and all(isinstance(t, str) for t in texts)):
+                raise ValueError(f"descriptions[{label!r}] must be a string or a list of strings, got {texts!r:.80}")
 
 
 class ZeroShotECGClassificationPipeline(Pipeline):
@@ -213,6 +266,7 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         **kwargs,
     ):
         preprocess = {k: v for k, v in {"sampling_rate": sampling_rate, "lead_names": lead_names}.items() if v is not None}
+        _check_label_arguments(candidate_labels, descriptions, hypothesis_template)
         forward = {}
         if candidate_labels is not None:
             forward["candidate_labels"] = candidate_labels

@@ -54,6 +54,20 @@ def merge_reports(statements: list[Any]) -> str:
     return clean_report(". ".join(kept))
 
 
+def _as_texts(text: Any) -> list[str]:
+    """`text` as a non-empty list of strings, else a ValueError naming what was given."""
+    if isinstance(text, str):
+        return [text]
+    if not isinstance(text, (list, tuple)):
+        raise ValueError(f"text must be a string or a non-empty list of strings, got {type(text).__name__}: {text!r:.80}")
+    if len(text) == 0:
+        raise ValueError("text must be a string or a non-empty list of strings, got an empty list")
+    for index, item in enumerate(text):
+        if not isinstance(item, str):
+            raise ValueError(f"text[{index}] must be a string (a report), got {type(item).__name__}: {item!r:.80}")
+    return list(text)
+
+
 class CMELTProcessor(ProcessorMixin):
     r"""
     Processor of C-MELT: a [`CMELTFeatureExtractor`] for ECGs and a tokenizer (a T5 tokenizer by default; any
@@ -91,7 +105,7 @@ class CMELTProcessor(ProcessorMixin):
         if ecg is not None:
             data.update(self.feature_extractor(ecg, sampling_rate=sampling_rate, lead_names=lead_names, **kwargs))
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)
+            texts = _as_texts(text)
             if clean_text:
                 texts = [clean_report(item) for item in texts]
             data.update(

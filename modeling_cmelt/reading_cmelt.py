@@ -172,6 +172,10 @@ def _parse_wfdb_header(hea_path: Path) -> _WfdbHeader:
         num_samples = int(record_fields[3]) if len(record_fields) > 3 else None
     except ValueError as error:
         raise CMELTReadError(f"{hea_path}: unparsable record line {lines[0]!r} ({error})") from error
+    if num_signals < 0 or (num_samples is not None and num_samples < 0) or not 0 < sampling_rate < math.inf:
+        raise CMELTReadError(
+            f"{hea_path}: record line {lines[0]!r}: expected non-negative counts and a sampling rate > 0"
+        )
     if num_segments > 1:
         return _WfdbHeader(name, num_segments, sampling_rate, num_samples, [], comments)
     signal_lines = lines[1:]
@@ -193,7 +197,15 @@ def _parse_wfdb_signal_line(hea_path: Path, line: str) -> _WfdbSignalSpec:
         gain_match = _GAIN_SPEC.match(fields[2])
         if format_match is None or gain_match is None:
             raise CMELTReadError(f"{hea_path}: unparsable signal line {line!r}")
-        gain = float(gain_match.group(1)) or _WFDB_DEFAULT_GAIN
+        try:
+            gain = float(gain_match.group(1)) or _WFDB_DEFAULT_GAIN
+        except ValueError as error:
+            raise CMELTReadError(f"{hea_path}: unparsable ADC gain {gain_match.group(1)!r} in signal line {line!r}") from error
+        if not math.isfinite(gain) or not np.isfinite(np.float32(1.0 / gain)):
+            raise CMELTReadError(
+                f"{hea_path}: ADC gain must be a finite number whose inverse fits float32, got {gain_match.group(1)!r} "
+                f"in {line!r}"
+            )
         baseline = int(gain_match.group(2)) if gain_match.group(2) is not None else None
         units = gain_match.group(3) or "mV"
     elif format_match is None:
@@ -218,7 +230,6 @@ def _parse_wfdb_signal_line(hea_path: Path, line: str) -> _WfdbSignalSpec:
 def _fast_path_applies(header: _WfdbHeader) -> bool:
     return (
         header.num_segments == 1
-        and header.num_samples is not None
         and bool(header.signals)
         and all(
             spec.fmt in _FAST_WFDB_FORMATS and spec.samples_per_frame == 1 and spec.skew == 0 and spec.file_name != "-"
@@ -237,10 +248,36 @@ def read_wfdb_info(path: str | os.PathLike) -> CMELTRecordingInfo:
     if not hea_path.is_file():
         raise CMELTReadError(f"{hea_path}: WFDB header not found")
     header = _parse_wfdb_header(hea_path)
+    if header.num_segments == 1 and header.num_samples is None and _fast_path_applies(header):
+        header.num_samples = _samples_from_file_sizes(stem, hea_path, header)
     if header.num_segments == 1 and header.num_samples is not None:
         return CMELTRecordingInfo(header.sampling_rate, header.num_samples, [s.description for s in header.signals])
     wfdb_header = _wfdb_call(hea_path, lambda wfdb: wfdb.rdheader(str(stem)))
     return CMELTRecordingInfo(float(wfdb_header.fs), int(wfdb_header.sig_len or 0), list(wfdb_header.sig_name or []))
+
+
+def _samples_from_file_sizes(stem: Path, hea_path: Path, header: _WfdbHeader) -> int:
+    """Samples per channel of a fast-path record whose header gives no count (WFDB allows omitting it): the
+    shortest signal file decides."""
+    counts = []
+    for file_name, members in _signals_by_file(header).items():
+        spec = header.signals[members[0]]
+        data_path = stem.with_name(file_name)
+        try:
+            size = data_path.stat().st_size
+        except OSError as error:
+            raise CMELTReadError(f"{data_path}: signal file of {hea_path.name} not found ({error})") from error
+        frame_bytes = _FAST_WFDB_FORMATS[spec.fmt][0].itemsize * len(members)
+        counts.append(max(size - spec.byte_offset, 0) // frame_bytes)
+    return int(min(counts))
+
+
+def _signals_by_file(header: _WfdbHeader) -> dict[str, list[int]]:
+    """Signal indices per signal file, in header order (signals of one file are interleaved frame by frame)."""
+    files: dict[str, list[int]] = {}
+    for index, spec in enumerate(header.signals):
+        files.setdefault(spec.file_name, []).append(index)
+    return files
 
 
 def read_wfdb(
@@ -271,16 +308,19 @@ def _read_wfdb_fast(
     channels: list[int] | None,
     sample_range: tuple[int, int] | None,
 ) -> CMELTRecording:
-    total = header.num_samples
+    total = header.num_samples if header.num_samples is not None else _samples_from_file_sizes(stem, hea_path, header)
     start, stop = _clip_range(sample_range, total)
     wanted = list(range(len(header.signals))) if channels is None else list(channels)
     for channel in wanted:
         if not 0 <= channel < len(header.signals):
             raise ValueError(f"{hea_path}: channel {channel} requested, the record has {len(header.signals)}")
-    # Signals stored in the same file are interleaved frame by frame, in header order.
-    files: dict[str, list[int]] = {}
-    for index, spec in enumerate(header.signals):
-        files.setdefault(spec.file_name, []).append(index)
+    files = _signals_by_file(header)
+    # every file is checked against the header before anything is allocated (a corrupt header can claim 10^12 samples)
+    for file_name, members in files.items():
+        specs = [header.signals[channel] for channel in members]
+        if any(spec.fmt != specs[0].fmt or spec.byte_offset != specs[0].byte_offset for spec in specs):
+            return _read_wfdb_with_package(stem, hea_path, channels, sample_range)
+        _check_fast_file_size(stem.with_name(file_name), hea_path, specs[0], len(members), total)
     signal = np.empty((len(wanted), stop - start), dtype=np.float32)
     for file_name, members in files.items():
         picked = [channel for channel in wanted if channel in members]
@@ -288,21 +328,9 @@ def _read_wfdb_fast(
             continue
         specs = [header.signals[channel] for channel in members]
         fmt = specs[0].fmt
-        if any(spec.fmt != fmt or spec.byte_offset != specs[0].byte_offset for spec in specs):
-            return _read_wfdb_with_package(stem, hea_path, channels, sample_range)
         dtype, invalid = _FAST_WFDB_FORMATS[fmt]
         data_path = stem.with_name(file_name)
         frame_bytes = dtype.itemsize * len(members)
-        try:
-            size = data_path.stat().st_size
-        except OSError as error:
-            raise CMELTReadError(f"{data_path}: signal file of {hea_path.name} not found ({error})") from error
-        available = (size - specs[0].byte_offset) // frame_bytes
-        if available < total:
-            raise CMELTReadError(
-                f"{data_path}: truncated signal file: it holds {max(available, 0)} samples per channel but "
-                f"{hea_path.name} announces {total}"
-            )
         with open(data_path, "rb") as handle:
             handle.seek(specs[0].byte_offset + start * frame_bytes)
             digital = np.fromfile(handle, dtype=dtype, count=(stop - start) * len(members))
@@ -313,7 +341,8 @@ def _read_wfdb_fast(
             spec = header.signals[channel]
             column = digital[:, members.index(channel)]
             row = signal[wanted.index(channel)]
-            np.subtract(column, spec.baseline, out=row, casting="unsafe")
+            # in float: a baseline outside the storage type (e.g. 70000 for int16) is legal WFDB
+            np.subtract(column, np.float64(spec.baseline), out=row, casting="unsafe")
             row *= np.float32(_physical_scale(spec.gain, spec.units))
             row[column == invalid] = np.nan
     return CMELTRecording(
@@ -324,6 +353,20 @@ def _read_wfdb_fast(
         source=str(stem),
         num_samples_on_disk=total,
     )
+
+
+def _check_fast_file_size(data_path: Path, hea_path: Path, spec: _WfdbSignalSpec, members: int, total: int) -> None:
+    frame_bytes = _FAST_WFDB_FORMATS[spec.fmt][0].itemsize * members
+    try:
+        size = data_path.stat().st_size
+    except OSError as error:
+        raise CMELTReadError(f"{data_path}: signal file of {hea_path.name} not found ({error})") from error
+    available = (size - spec.byte_offset) // frame_bytes
+    if available < total:
+        raise CMELTReadError(
+            f"{data_path}: truncated signal file: it holds {max(available, 0)} samples per channel but "
+            f"{hea_path.name} announces {total}"
+        )
 
 
 def _physical_scale(gain: float, units: str) -> float:
@@ -497,29 +540,71 @@ def read_hdf5(
 
 
 def read_npy(
-    path: str | os.PathLike, *, sampling_rate: float | None, lead_names: list[str] | None = None
+    path: str | os.PathLike,
+    *,
+    sampling_rate: float | None,
+    lead_names: list[str] | None = None,
+    channels: list[int] | None = None,
+    sample_range: tuple[int, int] | None = None,
 ) -> CMELTRecording:
-    """A `.npy` array of shape (channels, samples) in mV; the sampling rate must be given."""
+    """A `.npy` array of shape (channels, samples) in mV; the sampling rate must be given.
+
+    The file is memory-mapped and only `channels` x `sample_range` is read, so a 24-h Holter array costs the
+    memory of the window kept, not of the file.
+    """
     path = Path(path)
     if sampling_rate is None or not sampling_rate > 0:
         raise ValueError(f"{path}: a .npy file carries no sampling rate; pass sampling_rate (Hz, > 0)")
+    array = _open_npy(path)
+    names = _npy_lead_names(path, array.shape[0], lead_names)
+    start, stop = _clip_range(sample_range, array.shape[1])
+    picked = list(range(array.shape[0])) if channels is None else list(channels)
+    for channel in picked:
+        if not 0 <= channel < array.shape[0]:
+            raise ValueError(f"{path}: channel {channel} requested, the array has {array.shape[0]}")
+    try:
+        window = np.asarray(array[picked, start:stop], dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise CMELTReadError(f"{path}: expected a numeric array, got dtype {array.dtype}") from error
+    return CMELTRecording(
+        signal=np.ascontiguousarray(window),
+        sampling_rate=float(sampling_rate),
+        lead_names=[names[index] for index in picked],
+        source=str(path),
+        num_samples_on_disk=array.shape[1],
+    )
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    """The array of a `.npy` file, memory-mapped (nothing is read until indexed)."""
     if not path.is_file():
         raise CMELTReadError(f"{path}: .npy file not found")
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as error:
         raise CMELTReadError(f"{path}: not a readable .npy file ({type(error).__name__}: {error})") from error
     if array.ndim != 2:
         raise CMELTReadError(f"{path}: expected a 2-D array (channels, samples), got shape {array.shape}")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise CMELTReadError(f"{path}: expected a numeric (integer or float) array, got dtype {array.dtype}")
+    return array
+
+
+def _npy_lead_names(path: Path, channels: int, lead_names: list[str] | None) -> list[str]:
     if lead_names is None:
-        lead_names = list(CANONICAL_LEADS) if array.shape[0] == len(CANONICAL_LEADS) else [""] * array.shape[0]
-    return CMELTRecording(
-        signal=np.asarray(array, dtype=np.float32),
-        sampling_rate=float(sampling_rate),
-        lead_names=list(lead_names),
-        source=str(path),
-        num_samples_on_disk=array.shape[1],
-    )
+        return list(CANONICAL_LEADS) if channels == len(CANONICAL_LEADS) else [""] * channels
+    if len(lead_names) != channels:
+        raise ValueError(f"{path}: {len(lead_names)} lead names given for an array of {channels} channels")
+    return [str(name) for name in lead_names]
+
+
+def read_npy_info(
+    path: str | os.PathLike, *, sampling_rate: float | None, lead_names: list[str] | None = None
+) -> CMELTRecordingInfo:
+    """Shape of a `.npy` file from its header (memory-mapped, nothing read) as rate, length and lead names."""
+    path = Path(path)
+    array = _open_npy(path)
+    return CMELTRecordingInfo(sampling_rate, int(array.shape[1]), _npy_lead_names(path, array.shape[0], lead_names))
 
 
 def _file_kind(path: Path) -> str:
@@ -533,11 +618,19 @@ def _file_kind(path: Path) -> str:
     return "wfdb"
 
 
-def read_ecg_info(path: str | os.PathLike, *, sampling_rate: float | None = None) -> CMELTRecordingInfo | None:
-    """Header information of a WFDB record (cheap), or None for formats where only a full read tells."""
-    if _file_kind(Path(path)) != "wfdb":
+def read_ecg_info(
+    path: str | os.PathLike, *, sampling_rate: float | None = None, lead_names: list[str] | None = None
+) -> CMELTRecordingInfo | None:
+    """Header information of a WFDB record or `.npy` file (cheap), or None where only a full read tells (other
+    formats, multi-segment WFDB records)."""
+    kind = _file_kind(Path(path))
+    if kind == "npy":
+        return read_npy_info(path, sampling_rate=sampling_rate, lead_names=lead_names) if sampling_rate else None
+    if kind != "wfdb":
         return None
     info = read_wfdb_info(path)
+    if not info.lead_names:  # multi-segment records name their signals per segment
+        return None
     if sampling_rate is not None:
         info.sampling_rate = float(sampling_rate)
     return info
@@ -564,7 +657,9 @@ def read_ecg(
     path = Path(path)
     kind = _file_kind(path)
     if kind == "npy":
-        recording = read_npy(path, sampling_rate=sampling_rate, lead_names=lead_names)
+        recording = read_npy(path, sampling_rate=sampling_rate, lead_names=lead_names, channels=channels,
+                             sample_range=sample_range)
+        lead_names = channels = sample_range = None  # already applied while reading
     elif kind == "hdf5":
         if hdf5_index is None:
             raise ValueError(f"{path}: an HDF5 file holds many records; pass hdf5_index")

@@ -6,24 +6,42 @@
 Arguments come from the command line or one JSON / YAML file (`HfArgumentParser`): `CMELTModelArguments`,
 `CMELTDataArguments` and `CMELTTrainingArguments` (a `TrainingArguments`), whose defaults are the paper's optimiser row
 (Adam beta 0.9/0.98, eps 1e-6, weight decay 0.01, lr 5e-5, tri-stage 0.1/0.4/0.5, 300k steps, batch 128).
-Re-running the same command resumes from the last complete checkpoint in `output_dir`.
+Re-running the same command resumes from the last complete checkpoint in `output_dir`; re-running a finished job
+does nothing. `output_dir/cmelt_run.json` records the model config, data and training arguments of the run: a rerun
+whose settings differ stops with a ValueError listing the differences (pass `--overwrite_output_dir` to start
+fresh, which deletes the old checkpoints and model).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datasets import load_from_disk
 from transformers import AutoModelForTextEncoding, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from data.collator import CMELTPretrainingCollator
+from data.ecg_store import write_json_atomically
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
-from train_scripts.trainer import CMELTPretrainingTrainer
+from train_scripts.trainer import CMELTPretrainingTrainer, remove_stale_staging
+
+RUN_RECORD_FILE = "cmelt_run.json"
+# Training arguments that do not change what is trained: where and how often it logs, loader speed, hub upload.
+_TRAINING_ARGS_NOT_COMPARED = (
+    "output_dir", "overwrite_output_dir", "logging_dir", "logging_steps", "logging_strategy", "logging_first_step",
+    "logging_nan_inf_filter", "report_to", "run_name", "project", "disable_tqdm", "save_steps", "save_total_limit",
+    "save_strategy", "save_on_each_node", "save_only_model", "resume_from_checkpoint", "local_rank", "log_level",
+    "log_level_replica", "log_on_each_node", "dataloader_num_workers", "dataloader_pin_memory",
+    "dataloader_persistent_workers", "dataloader_prefetch_factor", "push_to_hub", "hub_model_id", "hub_strategy",
+    "hub_token", "hub_private_repo", "hub_always_push", "hub_revision", "trackio_space_id", "eval_steps",
+    "per_device_eval_batch_size", "do_eval", "do_predict", "do_train",
+)
 
 @dataclass
 class CMELTModelArguments:
@@ -102,6 +120,10 @@ class CMELTTrainingArguments(TrainingArguments):
     )
     tri_stage_init_lr_scale: float = field(default=0.01, metadata={"help": "warm-up starts at this x lr"})
     tri_stage_final_lr_scale: float = field(default=0.05, metadata={"help": "decay ends at this x lr"})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "start fresh: delete the checkpoints, final model and run record already in output_dir"},
+    )
 
     @property
     def tri_stage(self) -> dict | None:
@@ -183,17 +205,80 @@ def save_model_folder(model: CMELTForPreTraining, processor: CMELTProcessor, out
 
 
 def _with_n3s(train_dataset, data_args: CMELTDataArguments):
-    """The N3S column and report table, from the cache `cmelt-n3s` wrote (computed now if absent)."""
-    from data.n3s import ReportTable, add_n3s_column
+    """The N3S column and report table, from the cache `cmelt-n3s` wrote (computed now if absent).
+
+    The cache's manifest (written by `cmelt-n3s`) supplies the encoder, index type, max length and dtype it used,
+    so the precomputed table is found and reused exactly; `--n3s_encoder` overrides the manifest's encoder."""
+    from data.n3s import ReportTable, add_n3s_column, read_manifest
 
     cache_dir = Path(data_args.n3s_cache_dir or Path(data_args.dataset_path) / "n3s_cache")
-    if data_args.n3s_encoder is None:
+    manifest = read_manifest(cache_dir) or {}
+    encoder = data_args.n3s_encoder or manifest.get("encoder")
+    if encoder is None:
         raise ValueError(
             "N3S needs the encoder that embedded the reports: pass --n3s_encoder (the path given to cmelt-n3s), "
             "or --negatives random"
         )
-    train_dataset = add_n3s_column(train_dataset, cache_dir, data_args.n3s_encoder, k=data_args.n3s_k)
+    settings = {key: manifest[key] for key in ("index_type", "max_length", "dtype") if key in manifest}
+    train_dataset = add_n3s_column(train_dataset, cache_dir, encoder, k=data_args.n3s_k, **settings)
     return train_dataset, ReportTable.load(cache_dir).texts
+
+
+def run_settings(model, data_args: CMELTDataArguments, training_args: CMELTTrainingArguments) -> dict:
+    """What decides the result of a run, as JSON-comparable values: model config, data and training arguments."""
+    config = model.config.to_dict()
+    for key in ("transformers_version", "_name_or_path", "architectures", "auto_map"):
+        config.pop(key, None)
+    training = {key: value for key, value in training_args.to_dict().items()
+                if key not in _TRAINING_ARGS_NOT_COMPARED and not key.startswith("_")}
+    settings = {"model_config": config, "data_args": asdict(data_args), "training_args": training}
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def setting_differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
+    """Human-readable `name: old -> new` lines for every setting that differs (nested dicts flattened)."""
+    lines = []
+    for key in sorted(set(previous) | set(current)):
+        old, new = previous.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(old, dict) and isinstance(new, dict):
+            lines.extend(setting_differences(old, new, f"{prefix}{key}."))
+        elif old != new:
+            lines.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return lines
+
+
+def _prepare_output_dir(output_dir: Path, settings: dict, overwrite: bool) -> dict | None:
+    """Check `output_dir` against this run; returns the previous run record (None when starting fresh).
+
+    Raises a ValueError naming the differences when checkpoints of a run with other settings are there."""
+    record_path = output_dir / RUN_RECORD_FILE
+    has_checkpoints = output_dir.is_dir() and any(output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"))
+    if overwrite:
+        for path in [*output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"), output_dir / "model"]:
+            shutil.rmtree(path, ignore_errors=True)
+        record_path.unlink(missing_ok=True)
+        return None
+    previous = None
+    if record_path.is_file():
+        try:
+            previous = json.loads(record_path.read_text())
+        except ValueError as error:
+            raise ValueError(f"{record_path} is unreadable ({error}); pass --overwrite_output_dir to start fresh") from error
+    if previous is None:
+        if has_checkpoints:
+            raise ValueError(
+                f"{output_dir} holds checkpoints but no {RUN_RECORD_FILE}, so they cannot be checked against this "
+                "run's settings; pass --overwrite_output_dir to start fresh, or use another --output_dir"
+            )
+        return None
+    differences = setting_differences(previous.get("settings", {}), settings)
+    if differences:
+        raise ValueError(
+            f"{output_dir} holds a run with other settings; resuming it would mix two runs. Differences "
+            f"(previous -> now):\n  " + "\n  ".join(differences) + "\nPass --overwrite_output_dir to delete it and "
+            "start fresh, or use another --output_dir."
+        )
+    return previous
 
 
 def pretrain(
@@ -241,12 +326,26 @@ def pretrain(
         zero_shot_eval_steps=zero_shot_eval_steps,
         tri_stage=training_args.tri_stage,
     )
-    last_checkpoint = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+    output_dir = Path(training_args.output_dir)
+    settings = run_settings(model, data_args, training_args)
+    with training_args.main_process_first(local=False, desc="checking output_dir"):
+        previous = _prepare_output_dir(output_dir, settings, training_args.overwrite_output_dir and trainer.is_world_process_zero())
+        if trainer.is_world_process_zero():
+            if remove_stale_staging(output_dir):
+                print(f"removed the partial checkpoint a killed run left in {output_dir}/.staging")
+            if previous is None or not previous.get("finished"):
+                write_json_atomically(output_dir / RUN_RECORD_FILE, {"settings": settings, "finished": False})
+    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if previous is not None and previous.get("finished") and last_checkpoint:
+        print(f"{output_dir} already holds this finished run ({last_checkpoint}); nothing to do")
+        trainer._load_from_checkpoint(last_checkpoint)
+        return trainer
     if last_checkpoint:
         print(f"resuming from {last_checkpoint}")
     trainer.train(resume_from_checkpoint=last_checkpoint)
     if trainer.is_world_process_zero():
-        save_model_folder(trainer.model, processor, Path(training_args.output_dir) / "model")
+        save_model_folder(trainer.model, processor, output_dir / "model")
+        write_json_atomically(output_dir / RUN_RECORD_FILE, {"settings": settings, "finished": True})
     return trainer
 
 

@@ -19,6 +19,15 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 STAGING_DIR = ".staging"
 
 
+def remove_stale_staging(run_dir: str | os.PathLike) -> bool:
+    """Delete `<run_dir>/.staging` (checkpoints a killed job was still writing); True when there was one."""
+    staging = os.path.join(run_dir, STAGING_DIR)
+    if not os.path.isdir(staging):
+        return False
+    shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
 def tri_stage_factor(
     step: int,
     num_training_steps: int,
