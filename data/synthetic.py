@@ -34,6 +34,8 @@ from scipy.special import expit
 
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 
+# Bump when the generator's output changes: the demo then rebuilds its corpus instead of reusing an older one.
+GENERATOR_VERSION = 2
 SAMPLING_RATE = 500
 NUM_SAMPLES = 5000
 DURATION_S = NUM_SAMPLES / SAMPLING_RATE
@@ -741,8 +743,6 @@ def write_mimic_tree(
     aVL, V1-V6), plus `demo_labels.csv` (study_id and one 0/1 column per DEMO_LABELS entry: the ground truth).
     Each subject has between `records_per_subject[0]` and `[1]` records (skewed towards few).
     """
-    import wfdb
-
     low, high = records_per_subject
     if not 1 <= low <= high:
         raise ValueError(f"records_per_subject must be (low, high) with 1 <= low <= high, got {records_per_subject}")
@@ -767,12 +767,8 @@ def write_mimic_tree(
             ecg_time = _ecg_time(seed, index)
             digital = np.clip(np.rint(batch.signals[index, mimic_order] * MIMIC_ADC_GAIN), -digital_limit, digital_limit)
             date, time_of_day = ecg_time.split(" ")
-            wfdb.wrsamp(
-                str(study_id), fs=SAMPLING_RATE, units=["mV"] * 12, sig_name=list(MIMIC_LEAD_ORDER),
-                d_signal=digital.astype(np.int16).T.copy(), fmt=["16"] * 12, adc_gain=[MIMIC_ADC_GAIN] * 12,
-                baseline=[0] * 12, comments=[str(subject_id)],
-                base_time=_parse_time(time_of_day), base_date=_parse_date(date), write_dir=str(record_dir),
-            )
+            _write_wfdb_format16(record_dir, str(study_id), digital.astype(np.int16), MIMIC_LEAD_ORDER,
+                                 comments=[str(subject_id)], base_time=time_of_day, base_date=date)
             records_csv.writerow((subject_id, study_id, str(study_id), ecg_time, relative))
             values = batch.measurements[index]
             measured = [MIMIC_MISSING_MEASUREMENT if values[key] is None else values[key]
@@ -785,13 +781,19 @@ def write_mimic_tree(
     return root
 
 
-def _parse_time(text: str):
-    import datetime
-
-    return datetime.time.fromisoformat(text)
-
-
-def _parse_date(text: str):
-    import datetime
-
-    return datetime.date.fromisoformat(text)
+def _write_wfdb_format16(
+    folder: Path, record_name: str, digital: np.ndarray, lead_names, comments: list[str], base_time: str,
+    base_date: str,
+) -> None:
+    """One WFDB record, format 16 (little-endian int16, samples interleaved), gain 200/mV, byte-for-byte what
+    `wfdb.wrsamp` writes for these arguments (tests/test_synthetic.py reads it back with wfdb). Written directly
+    because `wrsamp` spends ~30 ms per record validating its pandas field tables: most of the corpus stage."""
+    digital = np.ascontiguousarray(digital, dtype="<i2")  # (leads, samples)
+    (folder / f"{record_name}.dat").write_bytes(digital.T.tobytes())
+    year, month, day = base_date.split("-")
+    lines = [f"{record_name} {len(lead_names)} {SAMPLING_RATE} {digital.shape[1]} {base_time} {day}/{month}/{year}"]
+    checksums = digital.astype(np.int64).sum(axis=1) % 65536
+    for name, first, checksum in zip(lead_names, digital[:, 0], checksums):
+        lines.append(f"{record_name}.dat 16 {MIMIC_ADC_GAIN}(0)/mV 16 0 {int(first)} {int(checksum)} 0 {name}")
+    lines += [f"# {comment}" for comment in comments]
+    (folder / f"{record_name}.hea").write_text("\n".join(lines) + "\n")
