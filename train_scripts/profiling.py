@@ -24,6 +24,26 @@ def matmul_ceiling(size: int = 2048, repetitions: int = 10, dtype=torch.float32)
     return 2 * size**3 / best
 
 
+def fastest_thread_count(step, candidates: list[int], repeats: int = 2) -> tuple[int, dict[int, float]]:
+    """Time `step()` (after one warm-up call) with each torch thread count and return the fastest, with the
+    seconds per call measured for each. On a small CPU model, two threads can be several times slower than one
+    when the cores are shared (every small op waits at an OpenMP barrier for a descheduled thread), and faster
+    when they are not; measuring is the only reliable way to know."""
+    previous = torch.get_num_threads()
+    seconds = {}
+    try:
+        for count in dict.fromkeys(candidates):
+            torch.set_num_threads(count)
+            step()
+            started = time.perf_counter()
+            for _ in range(repeats):
+                step()
+            seconds[count] = (time.perf_counter() - started) / repeats
+    finally:
+        torch.set_num_threads(previous)
+    return min(seconds, key=seconds.get), seconds
+
+
 @dataclass
 class StageTimer:
     """Wall-clock seconds per named stage, in the order the stages first ran (a stage run twice adds up).
