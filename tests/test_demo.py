@@ -147,3 +147,38 @@ def test_out_of_generator_check_scores_a_model_and_says_when_real_records_are_ab
     assert summary["pooled"]["n"] == 12 and 0.0 <= summary["pooled"]["macro_auroc"] <= 1.0
     assert check["scores"].shape == (12, 3) and np.isfinite(check["scores"]).all()
     assert "ECGSYN" in format_out_of_generator(check, 0.9)
+
+
+def test_fastest_thread_count_picks_the_faster_setting_and_restores_the_previous_one():
+    import time
+
+    import torch
+
+    from train_scripts.profiling import fastest_thread_count
+
+    before = torch.get_num_threads()
+    seen = []
+
+    def step():  # pretend that two threads stall on a shared machine
+        seen.append(torch.get_num_threads())
+        time.sleep(0.2 if torch.get_num_threads() > 1 else 0.0)
+
+    best, seconds = fastest_thread_count(step, [1, 2], repeats=1)
+    assert best == 1 and set(seconds) == {1, 2} and seconds[2] > seconds[1]
+    assert set(seen) == {1, 2} and torch.get_num_threads() == before
+
+
+def test_stage_timer_table_and_json(tmp_path):
+    from train_scripts.profiling import StageTimer
+
+    timer = StageTimer()
+    with timer.stage("corpus tree"):
+        pass
+    timer.note("corpus tree", "reused")
+    with timer.stage("training"):
+        pass
+    path = timer.write_json(tmp_path / "profile.json", steps_per_second={"C-MELT": 1.0})
+    saved = json.loads(path.read_text())
+    assert [row["stage"] for row in saved["stages"]] == ["corpus tree", "training"]
+    assert saved["stages"][0]["note"] == "reused" and saved["steps_per_second"] == {"C-MELT": 1.0}
+    assert "corpus tree" in timer.table() and "total" in timer.table()

@@ -109,6 +109,8 @@ def mark_stage_completed(folder: Path, parameters: dict) -> None:
 def run_stage(timer: StageTimer, name: str, folder: Path, parameters: dict, build) -> bool:
     """Run `build()` into a fresh `folder` unless it completed with these parameters; returns True if reused."""
     if stage_completed(folder, parameters):
+        with timer.stage(name):
+            pass
         timer.note(name, "reused")
         print(f"  {name}: reusing {folder} (completed with the same parameters)")
         return True
@@ -194,6 +196,8 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
     model_dir = run_dir / "model"
     if stage_completed(run_dir, parameters) and (model_dir / "config.json").is_file():
         print(f"  {stage}: reusing {model_dir} (completed with the same parameters)")
+        with timer.stage(stage):
+            pass
         timer.note(stage, "reused")
         model, steps_per_second = CMELTForPreTraining.from_pretrained(model_dir), None
     else:
@@ -259,7 +263,7 @@ def _started_with(run_dir: Path) -> dict | None:
 
 def choose_torch_threads(config: CMELTConfig, batch_size: int, requested: int = 0) -> int:
     """Set torch's CPU thread count: `requested` if > 0, else whichever of 1 or all usable cores runs a
-    forward + backward of this model faster (measured on a quarter batch of random inputs, a few seconds)."""
+    forward + backward of this model faster (measured on an eighth of a batch of random inputs, seconds)."""
     if requested > 0 or torch.cuda.is_available():
         torch.set_num_threads(requested or torch.get_num_threads())
         return torch.get_num_threads()
@@ -267,7 +271,7 @@ def choose_torch_threads(config: CMELTConfig, batch_size: int, requested: int = 
     if cores == 1:
         return torch.get_num_threads()
     generator = torch.Generator().manual_seed(0)
-    size = max(4, batch_size // 4)
+    size = max(4, batch_size // 8)
     ids = torch.randint(2, config.text_config.vocab_size, (size, 32), generator=generator)
     batch = {
         "input_values": torch.randn(size, 12, config.ecg_config.num_samples, generator=generator),
@@ -282,9 +286,9 @@ def choose_torch_threads(config: CMELTConfig, batch_size: int, requested: int = 
         model.zero_grad(set_to_none=True)
         model(**batch).loss.backward()
 
-    best, seconds = fastest_thread_count(step, [1, cores])
+    best, seconds = fastest_thread_count(step, [1, cores], repeats=1)
     torch.set_num_threads(best)
-    print(f"  torch threads: {best} (seconds per quarter-batch step: "
+    print(f"  torch threads: {best} (seconds per 1/8-batch step: "
           + ", ".join(f"{count} thread(s) {value:.2f}" for count, value in seconds.items()) + ")")
     return best
 
@@ -412,19 +416,18 @@ def write_outputs(result: dict, args, corpus, evaluation_set) -> None:
     )
 
 
-def print_profile(timer: StageTimer, results: list[dict], out: Path) -> dict:
+def print_profile(timer: StageTimer, results: list[dict], out: Path, ceiling: float, ceiling_threads: int) -> dict:
     """The stage-time table, steps/s and the matmul ceiling; also written to <output_dir>/demo_profile.json."""
-    ceiling = matmul_ceiling() / 1e9
     steps = {result["name"]: result["steps_per_second"] for result in results}
     print("\nwhere the time went:")
     print(timer.table())
     for name, value in steps.items():
         shown = f"{value:.2f}" if value else "n/a (reused)"
         print(f"  training steps/s ({name}, periodic evaluation excluded): {shown}")
-    print(f"  this machine's fp32 matmul ceiling: {ceiling:.0f} GFLOP/s, {torch.get_num_threads()} torch threads "
-          "(compare times across machines with it)")
+    print(f"  this machine's fp32 matmul ceiling: {ceiling:.0f} GFLOP/s with {ceiling_threads} torch threads "
+          f"(compare times across machines with it); trained with {torch.get_num_threads()} thread(s)")
     profile = {"steps_per_second": steps, "matmul_ceiling_gflops_per_second": round(ceiling, 1),
-               "torch_threads": torch.get_num_threads(),
+               "matmul_ceiling_threads": ceiling_threads, "torch_threads": torch.get_num_threads(),
                "held_out_zero_shot_macro_auc": {r["name"]: r["zero_shot"]["macro_auroc"] for r in results},
                "out_of_generator": {r["name"]: r["out_of_generator"]["summary"] for r in results}}
     timer.write_json(out / "demo_profile.json", **profile)
@@ -435,6 +438,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     out = Path(args.output_dir)
     timer = StageTimer()
+    with timer.stage("matmul ceiling"):
+        ceiling, ceiling_threads = matmul_ceiling(repetitions=5) / 1e9, torch.get_num_threads()
     corpus, table, text_dir, upstream = prepare_corpus(args, out, timer)
     evaluation_set = labelled_validation(corpus, out / "mimic-iv-ecg-demo")
     print(f"corpus: {len(corpus['train'])} training ECGs, {len(evaluation_set)} held-out (validation patients); "
@@ -460,7 +465,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for result in results:
             print(f"  {result['name']:<10}{result['zero_shot']['macro_auroc']:>15.3f}{result['linear_probe']:>18.3f}"
                   f"{result['minutes']:>9.1f}")
-    print_profile(timer, results, out)
+    print_profile(timer, results, out, ceiling, ceiling_threads)
     print(f"\nmodel folder: {results[0]['model_dir']}  (total {timer.total / 60:.1f} min)")
     return results
 
