@@ -24,9 +24,9 @@ _THETA = np.radians([-70.0, -15.0, 0.0, 15.0, 100.0])
 _WIDTH = np.array([0.25, 0.1, 0.1, 0.1, 0.4])
 # Event amplitudes per orthogonal component (X left, Y inferior, Z posterior as in Frank leads).
 _AMPLITUDES = np.array([
-    [1.2, -5.0, 30.0, -7.5, 0.75],    # X: ECGSYN's lead-II-like shape
-    [0.8, -2.0, 22.0, -4.0, 0.6],     # Y
-    [0.3, 3.0, -12.0, 6.0, -0.35],    # Z: anterior forces make V1-V3 negative-dominant
+    [1.2, -5.0, 30.0, -7.5, 0.5],     # X (left): ECGSYN's lead-II-like shape, T a little smaller
+    [0.8, -2.0, 22.0, -4.0, 0.4],     # Y (inferior)
+    [0.2, -3.0, 15.0, 4.0, -0.25],    # Z (posterior): septal forces anterior, main QRS posterior: rS in V1
 ])
 # Dower's inverse transform (XYZ -> I, II, V1..V6), Edenbrandt & Pahlm 1988 coefficients.
 _DOWER = np.array([
