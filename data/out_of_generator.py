@@ -138,7 +138,7 @@ def build_rate_cases(real_data_dir: str | Path | None, per_class: int = 20, seed
     """Every out-of-generator case: real windows and re-timed real beats (when `real_data_dir` holds the
     records) and ECGSYN, `per_class` per rate class and source."""
     rng = np.random.default_rng(seed)
-    signals, rates_used, names, fs_list, sources, rates = [], [], [], [], [], []
+    signals, names, fs_list, sources, rates = [], [], [], [], []
 
     def add(signal, sampling_rate, lead_names, source, rate):
         signals.append(signal.astype(np.float32))
@@ -167,7 +167,6 @@ def build_rate_cases(real_data_dir: str | Path | None, per_class: int = 20, seed
             add(ecgsyn.simulate(rng, rate), 500, None, "ECGSYN", rate)
     labels = np.zeros((len(rates), len(RATE_CLASSES)), dtype=np.float32)
     labels[np.arange(len(rates)), [rate_class(rate) for rate in rates]] = 1.0
-    del rates_used
     return RateCases(signals, fs_list, names, labels, sources, np.asarray(rates))
 
 
