@@ -22,10 +22,12 @@ def test_demo_runs_end_to_end_and_its_folder_works(tmp_path, shared_data):
     assert {"config.json", "model.safetensors", "README.md", "results.json", "training_summary.json",
             "modeling_cmelt.py", "pipeline_cmelt.py", "processor_config.json", "tokenizer_config.json"} <= saved
     assert len(list((folder / "figures").glob("*.png"))) == 3
-    entry = json.loads((folder / "results.json").read_text())["results"][0]
-    assert entry["protocol"] == "zero_shot" and 0.0 <= entry["metric"]["value"] <= 1.0
+    document = json.loads((folder / "results.json").read_text())
+    entry = document["results"][0]
+    assert document["schema"] == "cmelt-results/1"
+    assert entry["protocol"] == "zero-shot" and 0.0 <= entry["value"] <= 1.0
     header = yaml.safe_load((folder / "README.md").read_text().split("---")[1])
-    assert header["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(entry["metric"]["value"])
+    assert header["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(entry["value"])
     # checkpoints were written on the way, and every one is complete
     checkpoints = list((out / "run").glob("checkpoint-*"))
     assert checkpoints and all((c / "model.safetensors").is_file() for c in checkpoints)

@@ -40,7 +40,7 @@ from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
 from model_card.generate import write_model_card
-from train_scripts.evaluation import write_results
+from train_scripts.evaluation import current_commit, result_row, write_rows
 from train_scripts.out_of_generator import format_out_of_generator, out_of_generator_check
 from train_scripts.pretrain import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
 from train_scripts.profiling import StageTimer, fastest_thread_count, matmul_ceiling
@@ -384,19 +384,14 @@ def default_real_data_dir() -> Path:
 def write_outputs(result: dict, args, corpus, evaluation_set) -> None:
     """results.json, training_summary.json, figures and the model card of one trained variant."""
     name = result["name"]
-    write_results(
-        result["model_dir"] / "results.json",
-        model=f"cmelt-demo{'' if name == 'C-MELT' else name.lower()}",
-        dataset="cmelt_demo",
-        task="classification",
-        protocol="zero_shot",
-        metric_name="macro_auroc",
-        value=result["zero_shot"]["macro_auroc"],
-        per_class=result["zero_shot"]["per_class"],
-        split="validation",
-        extra={"minutes": round(result["minutes"], 2), "linear_probe_macro_auroc": result["linear_probe"],
-               "out_of_generator": result["out_of_generator"]["summary"]},
-    )
+    write_rows(result["model_dir"] / "results.json", [result_row(
+        task="cmelt-demo", dataset="synthetic demo corpus (validation patients)", split_source="seeded",
+        prompt_set="demo", protocol="zero-shot", metric="macro_auroc", value=result["zero_shot"]["macro_auroc"],
+        per_label=result["zero_shot"]["per_class"], n_test=len(evaluation_set), seed=args.seed,
+        model=f"cmelt-demo{'' if name == 'C-MELT' else name.lower()}", commit=current_commit(),
+        details={"minutes": round(result["minutes"], 2), "linear_probe_macro_auroc": result["linear_probe"],
+                 "out_of_generator": result["out_of_generator"]["summary"]},
+    )])
     (result["model_dir"] / "training_summary.json").write_text(
         json.dumps(
             {
