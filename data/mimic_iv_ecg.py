@@ -38,6 +38,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +147,10 @@ def convert_record(root: Path, path: str, report: str, feature_extractor) -> tup
     from modeling_cmelt.feature_extraction_cmelt import CMELTNoUsableLeadError
 
     try:
-        canonical = feature_extractor.to_canonical(recording.signal, recording.sampling_rate,
-                                                   lead_names=recording.lead_names)
+        with warnings.catch_warnings():  # a flat or noisy lead is counted in the masks, not warned per record
+            warnings.simplefilter("ignore")
+            canonical = feature_extractor.to_canonical(recording.signal, recording.sampling_rate,
+                                                       lead_names=recording.lead_names)
     except CMELTNoUsableLeadError:
         return None, SKIP_FLAT
     except ValueError:
@@ -159,12 +162,9 @@ def convert_record(root: Path, path: str, report: str, feature_extractor) -> tup
     return {"ecg": encode_ecg(canonical.values), "lead_mask": canonical.lead_mask}, None
 
 
-def _quiet_feature_extractor():
-    import warnings
-
+def _feature_extractor():
     from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 
-    warnings.filterwarnings("ignore", module="modeling_cmelt")
     return CMELTFeatureExtractor()
 
 
@@ -174,7 +174,7 @@ def _convert_shard(task: tuple[str, str, str, list[tuple]]) -> tuple[str, int, d
 
     root, shards_dir, name, rows, shard_key = task
     root, shards_dir = Path(root), Path(shards_dir)
-    feature_extractor = _quiet_feature_extractor()
+    feature_extractor = _feature_extractor()
     skips = SkipLog()
     columns = {key: [] for key in ("study_id", "subject_id", "ecg", "lead_mask", "report", "report_id")}
     for subject_id, study_id, path, report, report_id in rows:
@@ -417,7 +417,7 @@ class CMELTMIMICLazyDataset:
 
     def __getitem__(self, item: int) -> dict | None:
         if self._feature_extractor is None:
-            self._feature_extractor = _quiet_feature_extractor()
+            self._feature_extractor = _feature_extractor()
         row = self.index.iloc[int(item)]
         converted, reason = convert_record(self.root, row["path"], row["report"], self._feature_extractor)
         if converted is None:

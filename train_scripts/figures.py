@@ -1,18 +1,17 @@
 """Figures for evaluation reports: ROC curves, t-SNE of embeddings, and a calibrated 12-lead ECG print.
 
-All functions render with the non-interactive Agg backend, write a PNG to `path` (parent folders are created)
-and return the path.  Bad input shapes raise ValueError.
+All functions draw on a `matplotlib.figure.Figure` (the pyplot-free API, so importing this module never changes
+the user's matplotlib backend), write a PNG to `path` (parent folders are created) and return the path.  Bad
+input shapes raise ValueError.
 """
 
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from train_scripts.evaluation import CANONICAL_LEAD_NAMES  # noqa: E402
+from train_scripts.evaluation import CANONICAL_LEAD_NAMES
 
 ECG_SAMPLING_RATE = 500
 PAPER_SPEED_MM_PER_S = 25.0
@@ -32,7 +31,6 @@ def _prepare_path(path) -> Path:
 
 def _save(figure, path: Path) -> Path:
     figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)
     return path
 
 
@@ -65,8 +63,9 @@ def plot_roc_curves(y_true, y_score, label_names, path) -> Path:
         raise ValueError("y_score: expected finite scores")
 
     path = _prepare_path(path)
-    figure, axes = plt.subplots(figsize=(7, 6))
-    colours = plt.get_cmap("tab20" if labels.shape[1] > 10 else "tab10")
+    figure = Figure(figsize=(7, 6))
+    axes = figure.subplots()
+    colours = matplotlib.colormaps.get_cmap("tab20" if labels.shape[1] > 10 else "tab10")
     for column, name in enumerate(label_names):
         if labels[:, column].min() == labels[:, column].max():
             axes.plot([], [], linestyle="none", label=f"{name} (not scorable: one class)")
@@ -130,8 +129,9 @@ def plot_embedding_tsne(embeddings, labels, label_names, path, seed: int = 0) ->
     projected = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
 
     path = _prepare_path(path)
-    figure, axes = plt.subplots(figsize=(7, 6))
-    colours = plt.get_cmap("tab20" if len(label_names) > 10 else "tab10")
+    figure = Figure(figsize=(7, 6))
+    axes = figure.subplots()
+    colours = matplotlib.colormaps.get_cmap("tab20" if len(label_names) > 10 else "tab10")
     for index, name in [(-1, NO_LABEL_NAME)] + list(enumerate(label_names)):
         selected = colour_index == index
         if not selected.any():
@@ -176,7 +176,7 @@ def plot_ecg_12lead(values, path, title: str | None = None, predictions=None,
     width_inch = duration * PAPER_SPEED_MM_PER_S / 25.4
     height_inch = (top - bottom) * GAIN_MM_PER_MV / 25.4
     path = _prepare_path(path)
-    figure = plt.figure(figsize=(width_inch + 0.6, height_inch + 0.8))
+    figure = Figure(figsize=(width_inch + 0.6, height_inch + 0.8))
     axes = figure.add_axes((0.3 / (width_inch + 0.6), 0.2 / (height_inch + 0.8),
                             width_inch / (width_inch + 0.6), height_inch / (height_inch + 0.8)))
     for step, colour, linewidth in ((0.04, "#fbd5d5", 0.3), (0.2, "#f4a6a6", 0.6)):
