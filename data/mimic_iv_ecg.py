@@ -394,6 +394,30 @@ class CMELTMIMICLazyDataset:
         self.index = index
         self.skips = SkipLog()
         self._feature_extractor = None
+        self._n3s_candidates: dict[int, np.ndarray] | None = None
+        self.report_table = None
+
+    @property
+    def column_names(self) -> list[str]:
+        """The keys of every item (as `datasets.Dataset.column_names`): `n3s_negatives` only after `with_n3s`."""
+        names = ["study_id", "subject_id", "ecg", "lead_mask", "report", "report_id"]
+        return names + (["n3s_negatives"] if self._n3s_candidates is not None else [])
+
+    def with_n3s(self, cache_dir: str | os.PathLike, encoder_name_or_path: str, k: int = 64, **settings):
+        """Give every item its `n3s_negatives` (k farthest report ids), computed once over this split's unique
+        reports and cached in `cache_dir` exactly as `data.n3s.add_n3s_column` does (`settings`: index_type,
+        batch_size, max_length, device, use_gpu, dtype). Returns self; `report_table` then holds the texts."""
+        from .n3s import ReportTable, compute_neighbours
+
+        unique = self.index[["report_id", "report"]].drop_duplicates()
+        if unique["report_id"].duplicated().any():
+            raise ValueError("report_id has two texts in the MIMIC-IV-ECG index; rebuild it with load_mimic_index")
+        unique = unique.sort_values("report_id")
+        table = ReportTable(unique["report_id"].to_numpy(), unique["report"].tolist())
+        neighbours = compute_neighbours(table, cache_dir, encoder_name_or_path, k, **settings)
+        self._n3s_candidates = dict(zip(table.report_ids.tolist(), neighbours))
+        self.report_table = table
+        return self
 
     def __len__(self) -> int:
         return len(self.index)
@@ -406,8 +430,11 @@ class CMELTMIMICLazyDataset:
         if converted is None:
             self.skips.skip(str(row["study_id"]), reason)
             return None
-        return {"study_id": int(row["study_id"]), "subject_id": int(row["subject_id"]), **converted,
+        item = {"study_id": int(row["study_id"]), "subject_id": int(row["subject_id"]), **converted,
                 "report": row["report"], "report_id": int(row["report_id"])}
+        if self._n3s_candidates is not None:
+            item["n3s_negatives"] = self._n3s_candidates[item["report_id"]]
+        return item
 
 
 def main(argv: list[str] | None = None) -> None:
