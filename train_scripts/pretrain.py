@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -123,7 +124,9 @@ class CMELTTrainingArguments(TrainingArguments):
                   "gradient accumulation are derived from it and the number of processes"},
     )
     dataloader_num_workers: int = field(
-        default=4, metadata={"help": "loader processes per device (decoding int16 ECGs and tokenising overlap the step)"}
+        default_factory=lambda: min(4, len(os.sched_getaffinity(0)) // 2 if hasattr(os, "sched_getaffinity") else 0),
+        metadata={"help": "loader processes per device (decoding and tokenising overlap the step); default: 4, or "
+                  "half the cores this process may use when fewer"},
     )
     logging_steps: float = field(default=100, metadata={"help": "log every N steps"})
     save_steps: float = field(default=5000, metadata={"help": "checkpoint every N steps"})
@@ -256,7 +259,9 @@ def save_model_folder(trainer: CMELTPretrainingTrainer, processor: CMELTProcesso
     fsdp_plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
     if fsdp_plugin is not None:
         fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(str(output_dir))
+    # _internal_call: transformers would otherwise push `output_dir`'s parent now, before the processor, code and
+    # card are here; `pretrain` pushes this complete folder afterwards (`push_model_folder`)
+    trainer.save_model(str(output_dir), _internal_call=True)
     if trainer.args.should_save:
         copy_hub_code(output_dir)
         processor.save_pretrained(output_dir)
