@@ -74,3 +74,42 @@ def test_push_to_hub_uploads_complete_final_folders(tmp_path, monkeypatch):
         assert HUB_FOLDER_FILES <= upload["files"], HUB_FOLDER_FILES - upload["files"]
     assert "optimizer.pt" in model_uploads[0]["ignore"]  # resume-only files stay out of the model repo
     assert "README.md" in model_uploads[-1]["files"]  # the final folder carries its model card
+
+
+@pytest.mark.parametrize("world, expected", [(1, (128, 1)), (2, (64, 1)), (8, (16, 1)), (3, None)])
+def test_paper_yaml_gives_a_global_batch_of_128_on_any_number_of_processes(world, expected):
+    import yaml
+    from transformers import HfArgumentParser
+
+    from train_scripts.pretrain import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, batch_split
+
+    settings = yaml.safe_load((Path(__file__).parent.parent / "configs" / "paper.yaml").read_text())
+    assert settings.pop("bf16") is True  # TrainingArguments refuses bf16 on a machine without GPU
+    parser = HfArgumentParser((CMELTModelArguments, CMELTDataArguments, CMELTTrainingArguments))
+    model_args, data_args, training_args = parser.parse_dict(settings, allow_extra_keys=False)
+    assert training_args.global_batch_size == 128 and model_args.model_preset == "paper"
+    assert data_args.negatives == "n3s" and training_args.max_steps == 300_000
+    if expected is None:
+        with pytest.raises(ValueError, match="multiple of the 3 processes"):
+            batch_split(128, world, training_args.per_device_train_batch_size)
+    else:
+        assert batch_split(128, world, training_args.per_device_train_batch_size) == expected
+    assert batch_split(128, 2, 16) == (16, 4)  # 16 fit on a device: 16 x 4 accumulation x 2 processes
+
+
+def test_accelerate_and_deepspeed_configs_are_consistent():
+    import json
+
+    import yaml
+
+    configs = Path(__file__).parent.parent / "configs"
+    fsdp = yaml.safe_load((configs / "accelerate" / "fsdp.yaml").read_text())["fsdp_config"]
+    wrapped = set(fsdp["fsdp_transformer_layer_cls_to_wrap"].split(","))
+    assert wrapped <= set(CMELTForPreTraining._no_split_modules)
+    assert fsdp["fsdp_sharding_strategy"] == "FULL_SHARD" and fsdp["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+    for stage in (2, 3):
+        accelerate_config = yaml.safe_load((configs / "accelerate" / f"deepspeed_zero{stage}.yaml").read_text())
+        deepspeed = json.loads((configs.parent / accelerate_config["deepspeed_config"]["deepspeed_config_file"]).read_text())
+        assert deepspeed["zero_optimization"]["stage"] == stage
+    assert json.loads((configs / "deepspeed" / "zero3.json").read_text())["zero_optimization"][
+        "stage3_gather_16bit_weights_on_model_save"]  # the final save_model writes full weights

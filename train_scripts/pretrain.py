@@ -1,6 +1,6 @@
 """C-MELT pretraining.
 
-    accelerate launch train_scripts/pretrain.py configs/paper.yaml       # a converted MIMIC-IV-ECG corpus
+    accelerate launch --config_file configs/accelerate/ddp.yaml train_scripts/pretrain.py configs/paper.yaml
     python train_scripts/pretrain.py                                     # no arguments: the embedded demo
 
 Arguments come from the command line or one JSON / YAML file (`HfArgumentParser`): `CMELTModelArguments`,
@@ -168,23 +168,30 @@ def parse_arguments(argv: list[str]) -> tuple[CMELTModelArguments, CMELTDataArgu
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def batch_split(global_batch_size: int, world_size: int, max_per_device: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) with per-device x accumulation x world = global: the largest
+    per-device batch that divides global / world and fits `max_per_device`; accumulation makes up the rest."""
+    if global_batch_size < 1 or global_batch_size % world_size:
+        raise ValueError(f"--global_batch_size {global_batch_size} must be a positive multiple of the "
+                         f"{world_size} processes")
+    per_process = global_batch_size // world_size
+    per_device = max(d for d in range(1, per_process + 1) if per_process % d == 0 and d <= max(1, max_per_device))
+    return per_device, per_process // per_device
+
+
 def apply_global_batch_size(training_args: CMELTTrainingArguments) -> None:
-    """Derive `per_device_train_batch_size` and `gradient_accumulation_steps` from `global_batch_size` and the
-    number of processes: the per-device batch is the largest divisor of global / processes that fits the given
-    per-device batch, and accumulation makes up the rest, so one optimisation step always sees the global batch.
+    """Set `per_device_train_batch_size` and `gradient_accumulation_steps` from `global_batch_size` and the
+    number of processes (`batch_split`), so one optimisation step always sees the global batch; log the result.
 
     Note: Siglep and ETM see one micro-batch (gathered over processes) at a time, so accumulation shrinks the
     contrastive batch; prefer more processes or more memory per device to more accumulation."""
     world = training_args.world_size
     if training_args.global_batch_size is not None:
-        total = training_args.global_batch_size
-        if total < 1 or total % world:
-            raise ValueError(f"--global_batch_size {total} must be a positive multiple of the {world} processes")
-        per_process = total // world
-        largest = max(1, training_args.per_device_train_batch_size)
-        per_device = max(d for d in range(1, per_process + 1) if per_process % d == 0 and d <= largest)
+        per_device, accumulation = batch_split(
+            training_args.global_batch_size, world, training_args.per_device_train_batch_size
+        )
         training_args.per_device_train_batch_size = per_device
-        training_args.gradient_accumulation_steps = per_process // per_device
+        training_args.gradient_accumulation_steps = accumulation
     global_batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world
     logger.info(
         f"global batch {global_batch} = {training_args.per_device_train_batch_size} per device x "
