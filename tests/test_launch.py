@@ -109,3 +109,28 @@ def test_two_process_pretraining_with_a_loss_switched_off(corpus_and_encoder, tm
     result = run(pretrain_command(dataset, encoder, output, "--use_etm", "false", "--use_siglep", "false",
                                   "--max_steps", "2", "--negatives", "random"))
     assert (output / "model" / "model.safetensors").is_file(), result.stderr[-2000:]
+
+
+from test_eval_scripts import dataset_path, model_folder  # noqa: E402,F401  (fixtures: tiny model, tiny dataset)
+
+
+@pytest.mark.slow
+def test_two_process_fine_tune_writes_once_and_saves_a_loadable_model(model_folder, dataset_path, tmp_path):  # noqa: F811
+    from transformers import AutoModelForAudioClassification
+
+    output = tmp_path / "finetune"
+    result = run([
+        *LAUNCH, *CPU_2PROC, "-m", "train_scripts.finetune", "--model", str(model_folder), "--dataset_path",
+        str(dataset_path), "--output_dir", str(output), "--no_progress", "--no_figures", "--batch_size", "16",
+        "--epochs", "2", "--train_batch_size", "6", "--learning_rate", "1e-3", "--dataloader_num_workers", "0",
+        "--save_model", "--use_cpu", "true", "--gradient_accumulation_steps", "2", "--warmup_steps", "1",
+    ])
+    results = json.loads((output / "results.json").read_text())
+    assert len(results["results"]) == 1
+    assert result.stdout.count("results written to") == 1  # the main process alone wrote and printed them
+    row = results["results"][0]
+    assert row["protocol"] == "fine-tune" and 0.0 <= row["value"] <= 1.0
+    args = torch.load(Path(row["details"]["best_checkpoint"]) / "training_args.bin", weights_only=False)
+    assert args.world_size == 2 and args.gradient_accumulation_steps == 2 and args.warmup_steps == 1
+    model = AutoModelForAudioClassification.from_pretrained(output / "model", trust_remote_code=True)
+    assert model.config.num_labels == len(row["per_label"]), result.stderr[-1000:]
