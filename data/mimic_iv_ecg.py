@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -53,6 +54,8 @@ SKIP_FLAT = "flat signal (no lead recorded)"
 # Bump when the conversion of a record changes, so shards of an older converter are rebuilt.
 CONVERTER_VERSION = 2
 SHARD_KEY_FILE = "source.json"
+
+logger = logging.getLogger(__name__)
 
 
 def corpus_features():
@@ -340,7 +343,7 @@ def convert_mimic_iv_ecg(
     tasks = [(str(root), str(shards_dir), name, rows, key) for name, rows, key in keyed
              if not _shard_is_current(shards_dir / name, key)]
     done = sum(len(shards) for shards in plan.values()) - len(tasks)
-    print(f"{len(index)} records, {sum(len(s) for s in plan.values())} shards ({done} already done, {len(tasks)} to do)")
+    logger.info(f"{len(index)} records, {sum(len(s) for s in plan.values())} shards ({done} already done, {len(tasks)} to do)")
     progress = tqdm(total=sum(len(task[3]) for task in tasks), unit="ecg", desc="converting")
     if num_proc > 1 and len(tasks) > 1:
         import multiprocessing
@@ -368,7 +371,7 @@ def convert_mimic_iv_ecg(
     write_json_atomically(out / "dataset_dict.json", {"splits": list(SPLITS)}, indent=None)
     skips.report("MIMIC-IV-ECG conversion", out / "skipped.json")
     dataset = load_from_disk(str(out))
-    print({split: len(dataset[split]) for split in dataset}, f"-> {out}")
+    logger.info(f"{ {split: len(dataset[split]) for split in dataset} } -> {out}")
     return dataset
 
 
@@ -438,6 +441,7 @@ class CMELTMIMICLazyDataset:
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the CLI shows the load summary
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="MIMIC-IV-ECG v1.0 root (record_list.csv, machine_measurements.csv, files/)")
     parser.add_argument("out", help="output directory (DatasetDict; shards/ inside make the run resumable)")
