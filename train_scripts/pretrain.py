@@ -264,7 +264,8 @@ def save_model_folder(trainer: CMELTPretrainingTrainer, processor: CMELTProcesso
     if hasattr(model.text_model, "merge_and_unload"):
         model.text_model = model.text_model.merge_and_unload()
     fsdp_plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
-    if fsdp_plugin is not None:
+    if fsdp_plugin is not None:  # the sharded configs would be kept with the new type otherwise
+        fsdp_plugin.state_dict_config = fsdp_plugin.optim_state_dict_config = None
         fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     # _internal_call: transformers would otherwise push `output_dir`'s parent now, before the processor, code and
     # card are here; `pretrain` pushes this complete folder afterwards (`push_model_folder`)
