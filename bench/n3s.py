@@ -58,7 +58,7 @@ _SUMMARIES = ["Abnormal ECG", "Borderline ECG", "Normal ECG", "Normal ECG except
 
 def make_reports(rows: int, unique: int, seed: int = 0) -> tuple[list[str], list[int]]:
     """`rows` texts over `unique` distinct reports (Zipf-like), and their report ids (rank order)."""
-    from modeling_cmelt.processing_cmelt import merge_reports
+    from data.mimic_iv_ecg import merge_reports
 
     rng = np.random.default_rng(seed)
     texts = ["sinus rhythm normal ecg"]

@@ -26,20 +26,9 @@ from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
+from train_scripts.profiling import matmul_ceiling  # noqa: E402  (one home: the demo prints it too)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pretrain_step.json"
-
-
-def matmul_ceiling(size: int = 2048, repetitions: int = 10, dtype=torch.float32) -> float:
-    """Best-of-N FLOP/s of one large square matmul: what this machine's BLAS can do at most."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repetitions):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
 
 
 def make_batch(config: CMELTConfig, batch_size: int, text_length: int, seed: int = 0) -> dict:

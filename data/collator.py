@@ -20,6 +20,60 @@ from .ecg_store import decode_ecg
 ReportLookup = Callable[[Sequence[int]], list[str]]
 
 
+def mask_token_id(tokenizer, fallback_token: str = "<extra_id_0>") -> int:
+    """The tokenizer's mask token, or for tokenizers without one (T5) `fallback_token` (the model config's
+    `mlm_mask_token`, a sentinel by default)."""
+    if getattr(tokenizer, "mask_token", None) is not None and tokenizer.mask_token_id is not None:
+        return int(tokenizer.mask_token_id)
+    sentinel_id = tokenizer.convert_tokens_to_ids(fallback_token)
+    if sentinel_id is not None and sentinel_id != tokenizer.unk_token_id:
+        return int(sentinel_id)
+    raise ValueError(
+        f"{type(tokenizer).__name__} has neither a mask token nor a {fallback_token!r} token; add one "
+        "(tokenizer.add_special_tokens({'mask_token': '[MASK]'})) and resize the text embeddings"
+    )
+
+
+def mask_tokens(
+    tokenizer,
+    input_ids,
+    attention_mask=None,
+    mlm_probability: float = 0.25,
+    generator: torch.Generator | None = None,
+    mask_token: str = "<extra_id_0>",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT-style masking for the MLM objective: the one place the convention lives (training only, so it lives
+    with the collator, as transformers keeps it in its data collators).
+
+    Each non-special, non-padding token is selected with probability `mlm_probability`; of the selected, 80 %
+    become the mask token (the tokenizer's, else `mask_token`), 10 % a random ordinary token, 10 % stay unchanged.
+    Returns `(masked_input_ids, labels)` with `labels` = original id on selected tokens and -100 elsewhere. Passing
+    a seeded `torch.Generator` makes the result deterministic. `input_ids` is not modified.
+    """
+    if not 0.0 <= mlm_probability <= 1.0:
+        raise ValueError(f"mlm_probability must be in [0, 1], got {mlm_probability}")
+    input_ids = torch.as_tensor(input_ids)
+    if input_ids.dtype not in (torch.int32, torch.int64) or input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be an integer tensor (batch, length), got {input_ids.dtype} {tuple(input_ids.shape)}")
+    device = input_ids.device
+    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=input_ids.dtype, device=device)
+    candidates = ~torch.isin(input_ids, special_ids)
+    if attention_mask is not None:
+        candidates &= torch.as_tensor(attention_mask, device=device).bool()
+    draws = torch.rand(input_ids.shape, generator=generator)
+    selected = (draws < mlm_probability).to(device) & candidates
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
+
+    action = torch.rand(input_ids.shape, generator=generator).to(device)
+    ordinary_ids = torch.tensor(np.setdiff1d(np.arange(len(tokenizer)), special_ids.cpu().numpy()), dtype=input_ids.dtype)
+    random_ids = ordinary_ids[torch.randint(len(ordinary_ids), input_ids.shape, generator=generator)].to(device)
+    masked = input_ids.clone()
+    masked[selected & (action < 0.8)] = mask_token_id(tokenizer, mask_token)
+    use_random = selected & (action >= 0.8) & (action < 0.9)
+    masked[use_random] = random_ids[use_random]
+    return masked, labels
+
+
 def _has_candidates(row: dict) -> bool:
     negatives = row.get("n3s_negatives")
     return negatives is not None and len(negatives) > 0
@@ -31,7 +85,7 @@ class CMELTPretrainingCollator:
     keyword arguments of `CMELTForPreTraining.forward`.
 
     Args:
-        processor: a `CMELTProcessor` (tokenizer + the one MLM masking convention).
+        processor: a `CMELTProcessor` (its tokenizer tokenises the reports; `mask_tokens` masks them).
         report_texts: report ids -> texts (e.g. `ReportTable.texts`), for the swapped-in N3S negatives.
         negatives: where a negative text comes from. "n3s": one of the row's `n3s_negatives` (the farthest
             reports); "random": the report of another row of the batch, drawn uniformly among those with a
@@ -116,7 +170,8 @@ class CMELTPretrainingCollator:
             texts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         torch_generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        input_ids, labels = self.processor.mask_tokens(
+        input_ids, labels = mask_tokens(
+            self.processor.tokenizer,
             encoded["input_ids"],
             encoded["attention_mask"],
             self.mlm_probability,

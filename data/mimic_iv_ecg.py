@@ -35,12 +35,16 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from modeling_cmelt.processing_cmelt import clean_report
 
 from .ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, encode_ecg, write_json_atomically
 
@@ -71,13 +75,26 @@ def corpus_features():
     })
 
 
+def merge_reports(statements: list[Any]) -> str:
+    """Merge the statements of one record (e.g. MIMIC-IV-ECG `report_0` ... `report_17`) into one clean report.
+
+    None, NaN, non-strings and blank statements are dropped; the rest are joined with ". " and cleaned.
+    """
+    kept = []
+    for statement in statements:
+        if statement is None or (isinstance(statement, float) and math.isnan(statement)):
+            continue
+        if not isinstance(statement, str) or not statement.strip():
+            continue
+        kept.append(statement.strip())
+    return clean_report(". ".join(kept))
+
+
 def load_mimic_index(root: str | os.PathLike):
     """All records of a MIMIC-IV-ECG root as a pandas DataFrame sorted by (subject_id, study_id), with columns
     subject_id, study_id, path (relative, no extension), report (merged, cleaned; "" when none) and report_id
     (-1 when the report is empty)."""
     import pandas as pd
-
-    from modeling_cmelt.processing_cmelt import merge_reports
 
     root = Path(root)
     for name in ("record_list.csv", "machine_measurements.csv"):

@@ -34,6 +34,8 @@ from scipy.special import expit
 
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 
+# Bump when the generator's output changes: the demo then rebuilds its corpus instead of reusing an older one.
+GENERATOR_VERSION = 2
 SAMPLING_RATE = 500
 NUM_SAMPLES = 5000
 DURATION_S = NUM_SAMPLES / SAMPLING_RATE
@@ -257,6 +259,11 @@ def _subject_traits(seed: int, subject: int) -> dict:
         "qtc": rng.uniform(0.37, 0.44),
         "pr": rng.uniform(0.125, 0.185),
         "chronic": {"LBBB": lbbb, "RBBB": rbbb, "LAD": lad, "LVOLT": rng.random() < 0.07},
+        # between-patient variation that carries no finding: QT-rate law, wave widths, P size, skin/gain
+        "qt_exponent": 1 / 3 if rng.random() < 0.5 else 1 / 2,  # Fridericia or Bazett
+        "width_scale": rng.uniform(0.92, 1.08),
+        "p_scale": rng.uniform(0.7, 1.3),
+        "gain": rng.uniform(0.85, 1.15),
     }
 
 
@@ -407,8 +414,10 @@ def _record_parameters(traits: dict, findings: dict, rng: np.random.Generator) -
     rotation = _rotation(traits["axis"] - reference, traits["horizontal"])
     rate = findings.get("rate") or 60.0 * findings["flutter_rate"] / {"2:1": 2.0, "4:1": 4.0, "variable": 3.0}[findings["conduction"]]
     rr = 60.0 / rate
-    qt = traits["qtc"] * math.sqrt(rr) * rng.uniform(0.97, 1.03)
-    pr = findings.get("pr", traits["pr"]) * rng.uniform(0.97, 1.03)
+    qt = traits["qtc"] * rr ** traits.get("qt_exponent", 0.5) * rng.uniform(0.97, 1.03)
+    # PR shortens a little as the rate rises (and stays below 200 ms unless the record has a 1st degree block)
+    pr = findings.get("pr", traits["pr"]) * rng.uniform(0.97, 1.03) * min(1.08, max(0.9, (rr / 0.8) ** 0.12))
+    pr = pr if "pr" in findings else min(pr, 0.192)
     r_amp = traits["r_amplitude"] * rng.uniform(0.9, 1.1)
     if "LVOLT" in labels:
         r_amp = rng.uniform(0.24, 0.36)
@@ -422,14 +431,15 @@ def _record_parameters(traits: dict, findings: dict, rng: np.random.Generator) -
     has_p = findings["rhythm"] in ("SR", "SBRAD", "STACH")
     if has_p:
         centers[0], left[0], right[0] = -pr + 0.05, 0.02, 0.02
-        amplitudes[0] = rng.uniform(0.1, 0.22)
+        amplitudes[0] = rng.uniform(0.1, 0.22) * traits.get("p_scale", 1.0)
         directions[0] = _frontal(rng.uniform(35.0, 70.0), 0.25)
     if "LBBB" in labels:
         waves = [(0.035, 0.016, _LBBB_EARLY, 0.95), (0.088, 0.021, _LBBB_LATE, 1.25)]
         qrs_duration = 0.088 + 2.6 * 0.021
     else:
-        waves = [(0.014, 0.007, _SEPTAL, rng.uniform(0.08, 0.16)), (0.043, 0.011, main, 1.0),
-                 (0.071, 0.009, _TERMINAL_S, rng.uniform(0.2, 0.35))]
+        scale = traits.get("width_scale", 1.0) * rng.uniform(0.97, 1.03)  # QRS width varies between patients
+        waves = [(0.014 * scale, 0.007 * scale, _SEPTAL, rng.uniform(0.08, 0.16)), (0.043 * scale, 0.011 * scale, main, 1.0),
+                 (0.071 * scale, 0.009 * scale, _TERMINAL_S, rng.uniform(0.2, 0.35))]
         qrs_duration = 0.095
         if "RBBB" in labels:
             waves.append((0.098, 0.018, _RBBB_TERMINAL, rng.uniform(0.6, 0.9)))
@@ -498,11 +508,14 @@ def _beat_times(findings: dict, params: dict, rng: np.random.Generator):
         intervals = flutter_period * rng.choice(ratio, size=count)
     else:
         count = int((DURATION_S - start) / (rr * 0.85)) + 4
-        breathing = rng.uniform(0.18, 0.33)
+        breathing = rng.uniform(0.18, 0.33)  # respiratory sinus arrhythmia
         phase = rng.uniform(0, 2 * np.pi)
         depth = rng.uniform(0.01, 0.05)
-        intervals = rr * (1 + depth * np.sin(2 * np.pi * breathing * rr * np.arange(count) + phase))
-        intervals *= 1 + rng.normal(0.0, 0.008, count)
+        beat_time = rr * np.arange(count)
+        intervals = rr * (1 + depth * np.sin(2 * np.pi * breathing * beat_time + phase)
+                          + rng.uniform(0.0, 0.02) * np.sin(2 * np.pi * rng.uniform(0.08, 0.12) * beat_time
+                                                             + rng.uniform(0, 2 * np.pi)))  # Mayer waves
+        intervals *= 1 + rng.normal(0.0, rng.uniform(0.005, 0.014), count)
     onsets = start + np.concatenate([[0.0], np.cumsum(intervals)])
     onsets = onsets[onsets < DURATION_S + 0.05]
     ectopic = np.zeros(0)
@@ -513,10 +526,11 @@ def _beat_times(findings: dict, params: dict, rng: np.random.Generator):
         else:
             chosen = rng.choice(visible, size=min(len(visible), int(rng.integers(1, 4))), replace=False)
         chosen = np.sort(chosen[chosen > 0])
-        coupling = rng.uniform(0.45, 0.65)
+        coupling = np.clip(rng.uniform(0.45, 0.65) + rng.normal(0.0, 0.03, len(chosen)), 0.42, 0.7)  # per PVC
         ectopic = onsets[chosen - 1] + coupling * (onsets[chosen] - onsets[chosen - 1])
         onsets = np.delete(onsets, chosen)  # the replaced sinus beat is not conducted: compensatory pause
     weights = 1.0 + rng.uniform(0.02, 0.08) * np.sin(2 * np.pi * rng.uniform(0.2, 0.3) * onsets + rng.uniform(0, 6.3))
+    weights *= 1.0 + rng.normal(0.0, 0.03, len(onsets))  # beat-to-beat amplitude variation
     return onsets, weights, ectopic
 
 
@@ -540,13 +554,18 @@ def _atrial_activity(findings: dict, rng: np.random.Generator) -> tuple[np.ndarr
     return None
 
 
-def _lead_matrix(traits: dict) -> np.ndarray:
-    """(8, 3) lead vectors of I, II, V1..V6 for this subject's chest geometry."""
-    angles = np.radians(_CHEST_ANGLES_DEG + traits["chest_rotation"])
+def _lead_matrix(traits: dict, rng: np.random.Generator | None = None) -> np.ndarray:
+    """(8, 3) lead vectors of I, II, V1..V6 for this subject's chest geometry; with `rng`, this recording's
+    electrode placement (chest electrodes a little higher/lower/sideways, limb leads rotated a few degrees) and
+    overall amplitude scaling."""
+    rotation = traits["chest_rotation"] + (rng.normal(0.0, 4.0, 6) if rng is not None else 0.0)
+    angles = np.radians(_CHEST_ANGLES_DEG + rotation)
     chest = np.stack([np.cos(angles), _CHEST_INFERIOR, np.sin(angles)], axis=1)
-    chest *= (_CHEST_GAIN * traits["chest_gain"])[:, None]
-    limb = np.array([[1.0, 0.0, 0.0], [0.5, math.sqrt(3) / 2, 0.0]])
-    return np.concatenate([limb, chest]).astype(np.float32)
+    chest *= (_CHEST_GAIN * traits["chest_gain"] * (rng.uniform(0.9, 1.1, 6) if rng is not None else 1.0))[:, None]
+    limb_angles = np.radians([0.0, 60.0]) + (np.radians(rng.normal(0.0, 3.0)) if rng is not None else 0.0)
+    limb = np.stack([np.cos(limb_angles), np.sin(limb_angles), np.zeros(2)], axis=1) * [[1.0], [1.0]]
+    gain = traits.get("gain", 1.0) * (rng.uniform(0.95, 1.05) if rng is not None else 1.0)
+    return (np.concatenate([limb, chest]) * gain).astype(np.float32)
 
 
 def _templates(tables: dict[str, np.ndarray]) -> np.ndarray:
@@ -609,10 +628,42 @@ def _noise(rng: np.random.Generator, level: float, gaussian_bank: np.ndarray) ->
     coarse = (amplitudes * np.sin(2 * np.pi * frequencies * coarse_t + phases)).sum(axis=1)
     steps = coarse[:, 1:] - coarse[:, :-1]
     noise += (coarse[:, :-1, None] + steps[:, :, None] * _INTERPOLATION_WEIGHTS).reshape(9, NUM_SAMPLES)
-    if rng.random() < 0.3:
-        t = np.arange(NUM_SAMPLES, dtype=np.float32) / SAMPLING_RATE
-        noise += np.float32(rng.uniform(0.003, 0.02)) * np.sin(2 * np.pi * 60.0 * t + np.float32(rng.uniform(0, 6.3)))
+    t = np.arange(NUM_SAMPLES, dtype=np.float32) / SAMPLING_RATE
+    if rng.random() < 0.35:  # mains hum: 50 or 60 Hz, not always filtered
+        mains = 50.0 if rng.random() < 0.5 else 60.0
+        # unequal electrode impedances: a common-mode hum would cancel in every lead
+        pickup = (rng.uniform(0.003, 0.03) * rng.uniform(0.2, 1.0, size=(9, 1))).astype(np.float32)
+        noise += pickup * np.sin(2 * np.pi * mains * t + np.float32(rng.uniform(0, 6.3)))
+    if rng.random() < 0.25:  # a burst of muscle noise (the patient moved or shivered) on a few electrodes
+        start, length = int(rng.integers(NUM_SAMPLES)), int(rng.uniform(0.3, 2.0) * SAMPLING_RATE)
+        electrodes = rng.random(9) < 0.4
+        burst = gaussian_bank[: min(length, NUM_SAMPLES - start)] * np.float32(rng.uniform(0.02, 0.08))
+        noise[electrodes, start : start + len(burst)] += burst
     return noise * np.float32(level)
+
+
+_LEAD_INDEPENDENT_LABELS = {"NORM", "SBRAD", "STACH", "AFIB", "AFLT", "1AVB", "PVC"}
+
+
+def _draw_fault(findings: dict, rng: np.random.Generator) -> str | None:
+    """An occasional recording fault: left/right arm electrodes swapped (lead I inverted, II and III exchanged) or
+    a disconnected chest electrode (V2-V5 flat). Only on records whose findings do not depend on which lead shows
+    what (rate, rhythm, PR), so every label stays measurable from the signal."""
+    if findings["labels"] <= _LEAD_INDEPENDENT_LABELS and rng.random() < 0.04:
+        return "arm reversal" if rng.random() < 0.5 else f"flat V{int(rng.integers(2, 6))}"
+    return None
+
+
+def _recording_faults(independent: np.ndarray, faults: list[str | None]) -> None:
+    """Apply the faults to the (m, 8, T) independent leads I, II, V1..V6 in place (the derived leads follow)."""
+    for row, fault in enumerate(faults):
+        if fault == "arm reversal":
+            lead_i = independent[row, 0].copy()
+            independent[row, 0] = -lead_i
+            independent[row, 1] = independent[row, 1] - lead_i  # the old lead III
+        elif fault is not None:
+            chest = int(fault[-1]) - 1
+            independent[row, 2 + chest] *= np.float32(0.01)  # only a trace of signal and noise is left
 
 
 def _synthesize(plan: list[tuple[int, int]], seed: int, first_record: int, noise_level: float) -> DemoBatch:
@@ -635,6 +686,7 @@ def _synthesize(plan: list[tuple[int, int]], seed: int, first_record: int, noise
         leads = np.empty((m, 8, 3), dtype=np.float32)
         atrial = np.zeros((m, 3, NUM_SAMPLES), dtype=np.float32)
         noise = np.empty((m, 9, NUM_SAMPLES), dtype=np.float32)
+        faults = []
         for row, (subject, visit) in enumerate(chunk):
             record = chunk_start + row
             if subject not in traits_cache:
@@ -651,11 +703,12 @@ def _synthesize(plan: list[tuple[int, int]], seed: int, first_record: int, noise
                 ectopic_tables[key].append(params["ectopic"][key])
             st[row] = params["st_amplitude"] * params["st_direction"]
             st_start[row], st_end[row] = params["st_start"], params["st_end"]
-            leads[row] = _lead_matrix(traits)
+            leads[row] = _lead_matrix(traits, rng)
             activity = _atrial_activity(findings, rng)
             if activity is not None:
                 atrial[row] = activity[1][:, None] * activity[0][None, :]
             noise[row] = _noise(rng, noise_level, gaussian_bank)
+            faults.append(_draw_fault(findings, rng))
             for label in findings["labels"]:
                 labels[record, _LABEL_INDEX[label]] = True
             reports.append(_compose_report(findings, traits, rng))
@@ -676,6 +729,7 @@ def _synthesize(plan: list[tuple[int, int]], seed: int, first_record: int, noise
         dipole += atrial
         independent = np.matmul(leads, dipole)
         independent += np.matmul(_ELECTRODE_TO_LEAD, noise)
+        _recording_faults(independent, faults)
         lead_i, lead_ii = independent[:, 0], independent[:, 1]
         out = signals[chunk_start : chunk_start + m]
         out[:, 0], out[:, 1] = lead_i, lead_ii
@@ -741,8 +795,6 @@ def write_mimic_tree(
     aVL, V1-V6), plus `demo_labels.csv` (study_id and one 0/1 column per DEMO_LABELS entry: the ground truth).
     Each subject has between `records_per_subject[0]` and `[1]` records (skewed towards few).
     """
-    import wfdb
-
     low, high = records_per_subject
     if not 1 <= low <= high:
         raise ValueError(f"records_per_subject must be (low, high) with 1 <= low <= high, got {records_per_subject}")
@@ -767,12 +819,8 @@ def write_mimic_tree(
             ecg_time = _ecg_time(seed, index)
             digital = np.clip(np.rint(batch.signals[index, mimic_order] * MIMIC_ADC_GAIN), -digital_limit, digital_limit)
             date, time_of_day = ecg_time.split(" ")
-            wfdb.wrsamp(
-                str(study_id), fs=SAMPLING_RATE, units=["mV"] * 12, sig_name=list(MIMIC_LEAD_ORDER),
-                d_signal=digital.astype(np.int16).T.copy(), fmt=["16"] * 12, adc_gain=[MIMIC_ADC_GAIN] * 12,
-                baseline=[0] * 12, comments=[str(subject_id)],
-                base_time=_parse_time(time_of_day), base_date=_parse_date(date), write_dir=str(record_dir),
-            )
+            _write_wfdb_format16(record_dir, str(study_id), digital.astype(np.int16), MIMIC_LEAD_ORDER,
+                                 comments=[str(subject_id)], base_time=time_of_day, base_date=date)
             records_csv.writerow((subject_id, study_id, str(study_id), ecg_time, relative))
             values = batch.measurements[index]
             measured = [MIMIC_MISSING_MEASUREMENT if values[key] is None else values[key]
@@ -785,13 +833,19 @@ def write_mimic_tree(
     return root
 
 
-def _parse_time(text: str):
-    import datetime
-
-    return datetime.time.fromisoformat(text)
-
-
-def _parse_date(text: str):
-    import datetime
-
-    return datetime.date.fromisoformat(text)
+def _write_wfdb_format16(
+    folder: Path, record_name: str, digital: np.ndarray, lead_names, comments: list[str], base_time: str,
+    base_date: str,
+) -> None:
+    """One WFDB record, format 16 (little-endian int16, samples interleaved), gain 200/mV, byte-for-byte what
+    `wfdb.wrsamp` writes for these arguments (tests/test_synthetic.py reads it back with wfdb). Written directly
+    because `wrsamp` spends ~30 ms per record validating its pandas field tables: most of the corpus stage."""
+    digital = np.ascontiguousarray(digital, dtype="<i2")  # (leads, samples)
+    (folder / f"{record_name}.dat").write_bytes(digital.T.tobytes())
+    year, month, day = base_date.split("-")
+    lines = [f"{record_name} {len(lead_names)} {SAMPLING_RATE} {digital.shape[1]} {base_time} {day}/{month}/{year}"]
+    checksums = digital.astype(np.int64).sum(axis=1) % 65536
+    for name, first, checksum in zip(lead_names, digital[:, 0], checksums):
+        lines.append(f"{record_name}.dat 16 {MIMIC_ADC_GAIN}(0)/mV 16 0 {int(first)} {int(checksum)} 0 {name}")
+    lines += [f"# {comment}" for comment in comments]
+    (folder / f"{record_name}.hea").write_text("\n".join(lines) + "\n")

@@ -1,4 +1,4 @@
-"""C-MELT processor (ECG feature extractor + text tokenizer), report cleaning and the one MLM masking convention.
+"""C-MELT processor (ECG feature extractor + text tokenizer) and report cleaning.
 
 Report cleaning (`clean_report`) follows the paper and the reference code: lower case, `ekg` -> `ecg`, strip `***`,
 `=-` and `=`, punctuation to spaces, collapse whitespace. Decisions where the paper is silent:
@@ -11,11 +11,9 @@ Report cleaning (`clean_report`) follows the paper and the reference code: lower
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
-import numpy as np
 from transformers import BatchFeature, ProcessorMixin
 
 _KEPT_BETWEEN_DIGITS = re.compile(r"(?<=\d)([.,/:])(?=\d)")
@@ -37,21 +35,6 @@ def clean_report(text: str) -> str:
     cleaned = _PUNCTUATION.sub(" ", cleaned)
     cleaned = cleaned.translate(str.maketrans(_RESTORE))
     return _WHITESPACE.sub(" ", cleaned).strip()
-
-
-def merge_reports(statements: list[Any]) -> str:
-    """Merge the statements of one record (e.g. MIMIC-IV-ECG `report_0` ... `report_17`) into one clean report.
-
-    None, NaN, non-strings and blank statements are dropped; the rest are joined with ". " and cleaned.
-    """
-    kept = []
-    for statement in statements:
-        if statement is None or (isinstance(statement, float) and math.isnan(statement)):
-            continue
-        if not isinstance(statement, str) or not statement.strip():
-            continue
-        kept.append(statement.strip())
-    return clean_report(". ".join(kept))
 
 
 def _as_texts(text: Any) -> list[str]:
@@ -117,62 +100,7 @@ class CMELTProcessor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return list(self.feature_extractor.model_input_names) + list(self.tokenizer.model_input_names)
 
-    def mask_token_id(self, fallback_token: str = "<extra_id_0>") -> int:
-        """The tokenizer's mask token, or for tokenizers without one (T5) `fallback_token` (the model config's
-        `mlm_mask_token`, a sentinel by default)."""
-        if getattr(self.tokenizer, "mask_token", None) is not None and self.tokenizer.mask_token_id is not None:
-            return int(self.tokenizer.mask_token_id)
-        sentinel_id = self.tokenizer.convert_tokens_to_ids(fallback_token)
-        if sentinel_id is not None and sentinel_id != self.tokenizer.unk_token_id:
-            return int(sentinel_id)
-        raise ValueError(
-            f"{type(self.tokenizer).__name__} has neither a mask token nor a {fallback_token!r} token; add one "
-            "(tokenizer.add_special_tokens({'mask_token': '[MASK]'})) and resize the text embeddings"
-        )
-
-    def mask_tokens(
-        self,
-        input_ids,
-        attention_mask=None,
-        mlm_probability: float = 0.25,
-        generator=None,
-        mask_token: str = "<extra_id_0>",
-    ):
-        """BERT-style masking for the MLM objective: the one place the convention lives.
-
-        Each non-special, non-padding token is selected with probability `mlm_probability`; of the selected, 80 %
-        become the mask token (the tokenizer's, else `mask_token`), 10 % a random ordinary token, 10 % stay unchanged. Returns
-        `(masked_input_ids, labels)` with `labels` = original id on selected tokens and -100 elsewhere. Passing a
-        seeded `torch.Generator` makes the result deterministic. `input_ids` is not modified.
-        """
-        import torch
-
-        if not 0.0 <= mlm_probability <= 1.0:
-            raise ValueError(f"mlm_probability must be in [0, 1], got {mlm_probability}")
-        input_ids = torch.as_tensor(input_ids)
-        if input_ids.dtype not in (torch.int32, torch.int64) or input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be an integer tensor (batch, length), got {input_ids.dtype} {tuple(input_ids.shape)}")
-        device = input_ids.device
-        special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=input_ids.dtype, device=device)
-        candidates = ~torch.isin(input_ids, special_ids)
-        if attention_mask is not None:
-            candidates &= torch.as_tensor(attention_mask, device=device).bool()
-        draws = torch.rand(input_ids.shape, generator=generator)
-        selected = (draws < mlm_probability).to(device) & candidates
-        labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
-
-        action = torch.rand(input_ids.shape, generator=generator).to(device)
-        ordinary_ids = torch.tensor(
-            np.setdiff1d(np.arange(len(self.tokenizer)), special_ids.cpu().numpy()), dtype=input_ids.dtype
-        )
-        random_ids = ordinary_ids[torch.randint(len(ordinary_ids), input_ids.shape, generator=generator)].to(device)
-        masked = input_ids.clone()
-        masked[selected & (action < 0.8)] = self.mask_token_id(mask_token)
-        use_random = selected & (action >= 0.8) & (action < 0.9)
-        masked[use_random] = random_ids[use_random]
-        return masked, labels
-
 
 CMELTProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["CMELTProcessor", "clean_report", "merge_reports"]
+__all__ = ["CMELTProcessor", "clean_report"]

@@ -95,10 +95,10 @@ def test_evaluation_scripts_take_the_built_dataset(clinic_csv, model_folder, tmp
     assert label_names(load_from_disk(str(output))) == ["AF", "LBBB", "NORM"]
     args = ["--model", str(model_folder), "--dataset_path", str(output), "--no_progress", "--no_figures", "--batch_size", "8"]
     zero = zero_shot.main(args + ["--output_dir", str(tmp_path / "zs")])
-    assert zero["dataset"] == "mine" and set(zero["per_class"]) <= {"AF", "LBBB", "NORM"}
-    assert zero["extra"]["prompts"] == "label codes as free text"  # user codes: no shipped label set applies
+    assert zero["dataset"] == "mine" and set(zero["per_label"]) <= {"AF", "LBBB", "NORM"}
+    assert zero["details"]["label_set"] is None  # user codes: no shipped label set applies, codes are free text
     (probe,) = linear_probe.main(args + ["--output_dir", str(tmp_path / "lp"), "--epochs", "2", "--leads", "I,II"])
-    assert probe["leads"] == ["I", "II"]
+    assert probe["leads"] == "I,II" and probe["details"]["leads"] == ["I", "II"]
     tuned = finetune.main(args + ["--output_dir", str(tmp_path / "ft"), "--epochs", "1", "--train_batch_size", "4",
                                   "--device", "cpu"])
-    assert tuned["protocol"] == "finetune" and tuned["dataset"] == "mine"
+    assert tuned["protocol"] == "fine-tune" and tuned["dataset"] == "mine"

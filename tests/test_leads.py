@@ -10,7 +10,7 @@ from test_eval_scripts import common, dataset_path, model_folder  # noqa: F401 (
 
 from data.leads import LEAD_SETS, lead_keep_mask, lead_names
 from train_scripts import linear_probe, zero_shot
-from train_scripts.evaluation import read_results
+from train_scripts.evaluation import read_rows
 
 
 def test_named_sets_and_comma_lists():
@@ -44,10 +44,10 @@ def test_zero_shot_and_linear_probe_score_only_the_chosen_leads(model_folder, da
         script.main(common(model_folder, dataset_path, tmp_path / name / "subset") + extra + ["--leads", "I,II"])
         script.main(common(model_folder, dataset_path, tmp_path / name / "all") + extra)
         script.main(common(model_folder, reduced, tmp_path / name / "reference") + extra)
-        (subset,) = read_results(tmp_path / name / "subset" / "results.json")
-        (full,) = read_results(tmp_path / name / "all" / "results.json")
-        (reference,) = read_results(tmp_path / name / "reference" / "results.json")
-        assert subset["leads"] == ["I", "II"] and subset["extra"]["lead_set"] == "I,II"
+        (subset,) = read_rows(tmp_path / name / "subset" / "results.json")
+        (full,) = read_rows(tmp_path / name / "all" / "results.json")
+        (reference,) = read_rows(tmp_path / name / "reference" / "results.json")
+        assert subset["leads"] == "I,II" and subset["details"]["leads"] == ["I", "II"]
         # --leads equals scoring data that only has those leads, and differs from all 12
-        assert subset["per_class"] == pytest.approx(reference["per_class"], abs=1e-6)
-        assert subset["per_class"] != pytest.approx(full["per_class"], abs=1e-6)
+        assert subset["per_label"] == pytest.approx(reference["per_label"], abs=1e-6)
+        assert subset["per_label"] != pytest.approx(full["per_label"], abs=1e-6)

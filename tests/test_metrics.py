@@ -1,15 +1,13 @@
 """Local evaluate metrics (macro AUROC, CinC 2021 challenge score, accuracy) and the results schema."""
 
-import json
 import math
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from train_scripts.evaluation import METRICS_DIR, available_metrics, load_metric, read_results, write_results
+from train_scripts.evaluation import METRICS_DIR, available_metrics, load_metric
 
 # The 26 scored groups in weights.csv order and their abbreviations (DATASET_LAYOUTS.md §6.4).
 SCORED_GROUPS = [
@@ -226,39 +224,3 @@ def test_cinc_rejects_bad_input(cinc):
         cinc.compute(predictions=[[0.7]], references=[[1]], label_names=["AF"])
 
 
-# ---------------------------------------------------------------- results schema
-def test_write_results_merges_and_reads_back(tmp_path: Path):
-    path = tmp_path / "results" / "zs.json"
-    common = dict(model="cmelt-demo", dataset="ptbxl_super", task="classification", protocol="zero_shot",
-                  metric_name="macro_auroc")
-    write_results(path, value=0.70, per_class={"NORM": 0.9, "MI": float("nan")}, **common)
-    write_results(path, value=0.76, **common)  # same key -> replaces
-    write_results(path, value=0.80, label_fraction=0.1, leads=["I", "II"], extra={"epoch": np.int64(3)},
-                  **{**common, "protocol": "linear_probe"})
-    document = json.loads(path.read_text())
-    assert document["schema_version"] == 1 and len(document["results"]) == 2
-    entries = read_results(tmp_path)
-    assert [entry["metric"] for entry in entries] == [
-        {"name": "macro_auroc", "value": 0.76}, {"name": "macro_auroc", "value": 0.80}]
-    assert entries[1]["label_fraction"] == 0.1 and entries[1]["leads"] == ["I", "II"]
-    assert entries[1]["extra"] == {"epoch": 3} and isinstance(entries[1]["command"], list)
-    assert "created" in entries[0] and entries[0]["split"] == "test"
-
-    write_results(tmp_path / "nan.json", value=float("nan"), per_class={"MI": float("nan")}, **common)
-    stored = read_results(tmp_path / "nan.json")[0]
-    assert stored["metric"]["value"] is None and stored["per_class"] == {"MI": None}
-
-
-def test_results_schema_rejects_bad_entries(tmp_path: Path):
-    common = dict(model="m", dataset="d", task="t", metric_name="macro_auroc", value=0.5)
-    with pytest.raises(ValueError, match="protocol"):
-        write_results(tmp_path / "a.json", protocol="few_shot", **common)
-    with pytest.raises(ValueError, match="leads"):
-        write_results(tmp_path / "a.json", protocol="finetune", leads=["II", "I"], **common)
-    with pytest.raises(ValueError, match="label_fraction"):
-        write_results(tmp_path / "a.json", protocol="finetune", label_fraction=1.5, **common)
-    (tmp_path / "bad.json").write_text(json.dumps({"results": [{"model": "m"}]}))
-    with pytest.raises(ValueError, match="schema_version"):
-        read_results(tmp_path / "bad.json")
-    with pytest.raises(ValueError, match="no such"):
-        read_results(tmp_path / "missing.json")

@@ -22,7 +22,7 @@ from data.synthetic import (
     mimic_record_path,
     write_mimic_tree,
 )
-from modeling_cmelt.processing_cmelt import merge_reports
+from data.mimic_iv_ecg import merge_reports
 
 CANONICAL = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 REAL_SUBJECT = 19999991

@@ -8,7 +8,7 @@ import data.n3s as n3s
 from data.n3s import ReportTable, add_n3s_column, embed_reports, farthest_reports, report_table_of
 from data.synthetic import generate_demo_ecgs
 from data.text_tower import build_tiny_t5
-from modeling_cmelt.processing_cmelt import merge_reports
+from data.mimic_iv_ecg import merge_reports
 
 
 @pytest.fixture(scope="module")

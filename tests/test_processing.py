@@ -10,7 +10,9 @@ from transformers import AutoProcessor, AutoTokenizer, PreTrainedTokenizerFast
 
 from data.text_tower import build_tiny_t5
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-from modeling_cmelt.processing_cmelt import CMELTProcessor, clean_report, merge_reports
+from data.collator import mask_token_id, mask_tokens
+from data.mimic_iv_ecg import merge_reports
+from modeling_cmelt.processing_cmelt import CMELTProcessor, clean_report
 
 REPORTS = [
     "sinus rhythm normal ecg",
@@ -92,29 +94,29 @@ def test_processor_round_trip_with_remote_code(processor, tmp_path):
     assert type(loaded).__name__ == "CMELTProcessor"
     assert type(loaded.feature_extractor).__name__ == "CMELTFeatureExtractor"
     assert loaded.feature_extractor.normalization == "zscore"
-    assert loaded.mask_token_id() == processor.mask_token_id()
+    assert mask_token_id(loaded.tokenizer) == mask_token_id(processor.tokenizer)
     text = ["sinus bradycardia", "first degree av block"]
     assert torch.equal(loaded(text=text)["input_ids"], processor(text=text)["input_ids"])
 
 
 def test_mask_token_id_variants(processor):
     assert processor.tokenizer.mask_token is None
-    assert processor.mask_token_id() == processor.tokenizer.convert_tokens_to_ids("<extra_id_0>")
+    assert mask_token_id(processor.tokenizer) == processor.tokenizer.convert_tokens_to_ids("<extra_id_0>")
     vocab = {"[PAD]": 0, "[UNK]": 1, "[MASK]": 2, "sinus": 3, "rhythm": 4}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     with_mask = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]")
-    assert CMELTProcessor(CMELTFeatureExtractor(), with_mask).mask_token_id() == 2
+    assert mask_token_id(with_mask) == 2
     without = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
     with pytest.raises(ValueError, match="mask token"):
-        CMELTProcessor(CMELTFeatureExtractor(), without).mask_token_id()
+        mask_token_id(without)
 
 
 def test_mask_tokens_uses_the_configured_mask_token(processor):
     """The model config's `mlm_mask_token` is the token MLM masking writes (T5 has no mask token)."""
     sentinel = "<extra_id_5>"
     ids = processor(text=["sinus rhythm normal ecg with first degree av block"] * 8)["input_ids"]
-    masked, labels = processor.mask_tokens(ids, mlm_probability=0.9, generator=torch.Generator().manual_seed(0), mask_token=sentinel)
+    masked, labels = mask_tokens(processor.tokenizer, ids, mlm_probability=0.9, generator=torch.Generator().manual_seed(0), mask_token=sentinel)
     written = set(masked[labels != -100].tolist()) & {processor.tokenizer.convert_tokens_to_ids(t) for t in ("<extra_id_0>", sentinel)}
     assert written == {processor.tokenizer.convert_tokens_to_ids(sentinel)}
 
@@ -127,7 +129,7 @@ def _batch(processor, size=64):
 def test_mask_tokens_never_touches_special_or_padding(processor):
     batch = _batch(processor)
     ids, attention = batch["input_ids"], batch["attention_mask"]
-    masked, labels = processor.mask_tokens(ids, attention, mlm_probability=0.9, generator=torch.Generator().manual_seed(0))
+    masked, labels = mask_tokens(processor.tokenizer, ids, attention, mlm_probability=0.9, generator=torch.Generator().manual_seed(0))
     special = torch.isin(ids, torch.tensor(processor.tokenizer.all_special_ids))
     protected = special | (attention == 0)
     assert protected.any() and (attention == 0).any()
@@ -142,13 +144,13 @@ def test_mask_tokens_never_touches_special_or_padding(processor):
 def test_mask_tokens_rates(processor):
     batch = _batch(processor, size=512)
     ids, attention = batch["input_ids"], batch["attention_mask"]
-    masked, labels = processor.mask_tokens(ids, attention, mlm_probability=0.25, generator=torch.Generator().manual_seed(1))
+    masked, labels = mask_tokens(processor.tokenizer, ids, attention, mlm_probability=0.25, generator=torch.Generator().manual_seed(1))
     special = torch.isin(ids, torch.tensor(processor.tokenizer.all_special_ids))
     candidates = (~special) & attention.bool()
     selected = labels != -100
     rate = selected.sum().item() / candidates.sum().item()
     assert abs(rate - 0.25) < 0.02
-    to_mask = (masked == processor.mask_token_id()) & selected
+    to_mask = (masked == mask_token_id(processor.tokenizer)) & selected
     unchanged = (masked == ids) & selected
     assert abs(to_mask.sum().item() / selected.sum().item() - 0.8) < 0.04
     assert abs(unchanged.sum().item() / selected.sum().item() - 0.1) < 0.04  # plus rare random == original
@@ -158,9 +160,9 @@ def test_mask_tokens_rates(processor):
 
 def test_mask_tokens_deterministic_with_generator(processor):
     batch = _batch(processor)
-    first = processor.mask_tokens(batch["input_ids"], batch["attention_mask"], 0.3, torch.Generator().manual_seed(5))
-    second = processor.mask_tokens(batch["input_ids"], batch["attention_mask"], 0.3, torch.Generator().manual_seed(5))
-    third = processor.mask_tokens(batch["input_ids"], batch["attention_mask"], 0.3, torch.Generator().manual_seed(6))
+    first = mask_tokens(processor.tokenizer, batch["input_ids"], batch["attention_mask"], 0.3, torch.Generator().manual_seed(5))
+    second = mask_tokens(processor.tokenizer, batch["input_ids"], batch["attention_mask"], 0.3, torch.Generator().manual_seed(5))
+    third = mask_tokens(processor.tokenizer, batch["input_ids"], batch["attention_mask"], 0.3, torch.Generator().manual_seed(6))
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert not torch.equal(first[1], third[1])
 
@@ -168,4 +170,4 @@ def test_mask_tokens_deterministic_with_generator(processor):
 def test_mask_tokens_bad_probability(processor):
     batch = _batch(processor, size=2)
     with pytest.raises(ValueError, match="mlm_probability"):
-        processor.mask_tokens(batch["input_ids"], batch["attention_mask"], 1.5)
+        mask_tokens(processor.tokenizer, batch["input_ids"], batch["attention_mask"], 1.5)

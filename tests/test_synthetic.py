@@ -250,3 +250,52 @@ def test_flutter_waves_replace_p_waves(corpus):
     normal = np.array([tp_swing(corpus.signals[i]) for i in pick(corpus, "NORM")])
     assert np.mean(flutter > 0.3) > 0.8 and np.mean(normal < 0.3) > 0.9
     assert np.median(fibrillation) < np.median(normal)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# variation that carries no finding (issue 16): the findings are the only consistent signal
+
+
+def test_sinus_rhythm_varies_beat_to_beat_but_stays_regular(corpus):
+    normal = np.array([rr_variation(corpus.signals[i]) for i in pick(corpus, "NORM")])
+    assert np.median(normal) > 0.008  # respiratory sinus arrhythmia, Mayer waves, jitter: never a metronome
+    assert np.mean(normal < 0.06) > 0.9
+
+
+def test_qt_follows_the_rate():
+    """The T peak comes later after the R peak in slow rhythms than in fast ones (Bazett / Fridericia)."""
+    batch = generate_demo_ecgs(600, seed=3, noise_level=0.3)
+    plain = ~(has(batch, "LBBB") | has(batch, "RBBB") | has(batch, "PVC") | has(batch, "INVT") | has(batch, "STE")
+              | has(batch, "STD") | has(batch, "AFIB") | has(batch, "AFLT"))
+
+    def rr_and_t_peak(signal):
+        peaks = beats(signal)
+        beat, zero = mean_beat(signal, peaks, before=0.1, after=0.55)
+        rr = np.median(np.diff(peaks)) / FS
+        lead = beat[LEAD["V5"]] - beat[LEAD["V5"], : int(0.05 * FS)].mean()
+        window = lead[zero + int(0.15 * FS) : zero + int(min(0.5, 0.7 * rr) * FS)]  # before the next P wave
+        return rr, 0.15 + np.argmax(window) / FS
+
+    slow = [rr_and_t_peak(batch.signals[i])[1] for i in np.flatnonzero(plain & has(batch, "SBRAD"))[:40]]
+    fast = [rr_and_t_peak(batch.signals[i])[1] for i in np.flatnonzero(plain & has(batch, "STACH"))[:40]]
+    assert len(slow) >= 10 and len(fast) >= 10
+    assert np.median(slow) > np.median(fast) + 0.04
+
+
+def test_amplitudes_and_mains_frequency_vary_between_recordings(corpus):
+    normal = pick(corpus, "NORM", limit=200)
+    amplitude = np.array([np.ptp(corpus.signals[i, LEAD["II"]]) for i in normal])
+    assert amplitude.std() / amplitude.mean() > 0.15
+    spectrum = np.abs(np.fft.rfft(corpus.signals[:300, LEAD["V2"]], axis=-1))
+    frequency = np.fft.rfftfreq(corpus.signals.shape[-1], 1 / FS)
+    hum = {hz: spectrum[:, np.argmin(np.abs(frequency - hz))] / np.median(spectrum[:, (frequency > 40) & (frequency < 70)], axis=1)
+           for hz in (50, 60)}
+    assert (hum[50] > 5).sum() >= 5 and (hum[60] > 5).sum() >= 5  # both mains frequencies occur, in the leads
+
+
+def test_occasional_recording_faults_only_on_lead_independent_findings(corpus):
+    chest = corpus.signals[:, LEAD["V2"] : LEAD["V5"] + 1]
+    flat = np.ptp(chest, axis=-1).min(axis=1) < 0.05
+    assert 1 <= flat.sum() <= 0.05 * len(flat)
+    lead_dependent = [DEMO_LABELS.index(label) for label in ("LBBB", "RBBB", "LAD", "STE", "STD", "INVT", "LVOLT")]
+    assert not corpus.labels[flat][:, lead_dependent].any()

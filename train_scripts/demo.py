@@ -9,39 +9,52 @@
 4. pretrain a small C-MELT (all four losses) with the real Trainer, checkpointing as it goes
 5. save a Hub-ready model folder, and print the held-out zero-shot AUC per label (validation patients)
 
-Every stage reuses what an earlier (interrupted) run finished.
+Each stage is reused only when it completed with the same parameters: a stage writes a completion marker
+(`.demo_stage.json`, written atomically, recording its parameters and those of the stages it was built from) when it
+finishes; a stage without a matching marker (interrupted, or run with other `--num_subjects`, seed, ...) is deleted
+and run again, and so is everything built from it. Training resumes from its last checkpoint only when it was
+started with the same parameters. The run ends with a stage-time table (also `<output_dir>/demo_profile.json`),
+the training steps/s and this machine's fp32 matmul ceiling, so times can be compared across machines.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from datasets import DatasetDict, Sequence, Value
+from datasets import DatasetDict, Sequence, Value, load_from_disk
 
 from data.collator import CMELTPretrainingCollator  # noqa: F401  (re-exported for users reading this file)
 from data.mimic_iv_ecg import convert_mimic_iv_ecg
 from data.n3s import ReportTable, add_n3s_column
-from data.synthetic import DEMO_LABEL_PROMPTS, DEMO_LABELS, write_mimic_tree
+from data.synthetic import DEMO_LABEL_PROMPTS, DEMO_LABELS, GENERATOR_VERSION, write_mimic_tree
 from data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
 from model_card.generate import write_model_card
-from train_scripts.evaluation import write_results
+from train_scripts.evaluation import current_commit, result_row, write_rows
+from train_scripts.out_of_generator import format_out_of_generator, out_of_generator_check
 from train_scripts.pretrain import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
+from train_scripts.profiling import StageTimer, fastest_thread_count, matmul_ceiling
 from train_scripts.zero_shot import ecg_embeddings, evaluate_zero_shot, save_evaluation_figures
 
 VARIANTS = {
     "C-MELT": {},
     "-N3S": {"negatives": "random"},  # the paper's -N3S: random negatives instead of the farthest reports
     "-Siglep": {"use_siglep": False},
+    # design comparisons behind the demo preset's choices (README, "The model")
+    "reference-head": {"config": {"siglep_head": "fusion_projection", "projection_dim": None}},
+    "siglep-masked-text": {"config": {"siglep_clean_text": False}},
 }
+ABLATION = ("C-MELT", "-N3S", "-Siglep")  # the paper's Tab. 6 shape
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,27 +76,89 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run_name", default="run", help="sub-folder of output_dir for checkpoints and the model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ablation", action="store_true", help="also train -N3S and -Siglep and compare")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=None,
+                        help="train these variants on the same corpus and budget (default: C-MELT, or the ablation)")
+    parser.add_argument("--torch_threads", type=int, default=0,
+                        help="CPU threads for training (0: measure 1 vs all cores on a few steps and take the faster)")
+    parser.add_argument("--real_data_dir", default=None,
+                        help="folder with wfdb/100 and wfdb/s0010_re for the out-of-generator check "
+                             "(default: ../shared/data beside the repository; skipped with a note when absent)")
     return parser.parse_args(argv)
 
 
-def prepare_corpus(args: argparse.Namespace, out: Path) -> tuple[DatasetDict, ReportTable, Path]:
+STAGE_MARKER = ".demo_stage.json"
+TEXT_TOWER_SHAPE = {"vocab_size": 600, "d_model": 128, "num_layers": 2, "num_heads": 4, "d_ff": 256}
+
+
+def _normalised(parameters: dict) -> dict:
+    """The parameters as they read back from JSON (tuples become lists), so a comparison is exact."""
+    return json.loads(json.dumps(parameters, sort_keys=True))
+
+
+def stage_completed(folder: Path, parameters: dict) -> bool:
+    """True when `folder` holds a completion marker recording exactly these parameters."""
+    try:
+        marker = json.loads((Path(folder) / STAGE_MARKER).read_text())
+    except (OSError, ValueError):  # absent, unreadable or truncated: not complete
+        return False
+    return isinstance(marker, dict) and marker.get("parameters") == _normalised(parameters)
+
+
+def mark_stage_completed(folder: Path, parameters: dict) -> None:
+    """Write the completion marker atomically (a temporary file renamed into place): present means complete."""
+    marker = Path(folder) / STAGE_MARKER
+    temporary = marker.with_name(f".{STAGE_MARKER}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({"parameters": _normalised(parameters), "completed": time.time()}, indent=2))
+    os.replace(temporary, marker)
+
+
+def run_stage(timer: StageTimer, name: str, folder: Path, parameters: dict, build) -> bool:
+    """Run `build()` into a fresh `folder` unless it completed with these parameters; returns True if reused."""
+    if stage_completed(folder, parameters):
+        with timer.stage(name):
+            pass
+        timer.note(name, "reused")
+        print(f"  {name}: reusing {folder} (completed with the same parameters)")
+        return True
+    if folder.exists():
+        print(f"  {name}: {folder} is incomplete or was made with other parameters; rebuilding it")
+        shutil.rmtree(folder)
+    with timer.stage(name):
+        build()
+    mark_stage_completed(folder, parameters)
+    return False
+
+
+def prepare_corpus(args: argparse.Namespace, out: Path, timer: StageTimer | None = None):
+    """Corpus tree, conversion, text tower and N3S; returns (corpus with the N3S column, report table, text tower
+    folder, the parameters every later stage depends on)."""
+    timer = timer or StageTimer()
     root = out / "mimic-iv-ecg-demo"
-    if not (root / "record_list.csv").is_file():
-        print(f"[1/5] writing the demo corpus as a MIMIC-IV-ECG tree: {root}")
-        write_mimic_tree(root, num_subjects=args.num_subjects, seed=args.seed)
+    tree = {"num_subjects": args.num_subjects, "seed": args.seed, "generator": GENERATOR_VERSION}
+    print(f"[1/5] the demo corpus as a MIMIC-IV-ECG tree: {root}")
+    run_stage(timer, "corpus tree", root, tree,
+              lambda: write_mimic_tree(root, num_subjects=args.num_subjects, seed=args.seed))
     corpus_dir = out / "corpus"
+    converted = {"tree": tree, "valid_fraction": 0.1}
     print(f"[2/5] converting {root} -> {corpus_dir}")
-    corpus = convert_mimic_iv_ecg(root, corpus_dir, num_proc=args.num_proc, valid_fraction=0.1, seed=args.seed)
+    run_stage(timer, "conversion", corpus_dir, converted,
+              lambda: convert_mimic_iv_ecg(root, corpus_dir, num_proc=args.num_proc, valid_fraction=0.1, seed=args.seed))
+    corpus = load_from_disk(str(corpus_dir))
     text_dir = out / "text-tower"
-    if not (text_dir / "config.json").is_file():
-        print(f"[3/5] building a small T5 tokenizer and encoder from the reports: {text_dir}")
-        prompts = [text for texts in DEMO_LABEL_PROMPTS.values() for text in texts]
-        reports = sorted(set(corpus["train"]["report"]))
-        build_tiny_t5(reports + prompts, text_dir, vocab_size=600, d_model=128, num_layers=2, num_heads=4, d_ff=256)
+    prompts = [text for texts in DEMO_LABEL_PROMPTS.values() for text in texts]
+    tower = {"corpus": converted, "shape": TEXT_TOWER_SHAPE, "prompts": prompts}
+    print(f"[3/5] a small T5 tokenizer and encoder from the reports: {text_dir}")
+    run_stage(timer, "text tower", text_dir, tower,
+              lambda: build_tiny_t5(sorted(set(corpus["train"]["report"])) + prompts, text_dir, **TEXT_TOWER_SHAPE))
     print("[4/5] N3S: embedding each unique report once, FAISS search for the farthest reports")
-    n3s_dir = corpus_dir / "n3s"
-    corpus = add_n3s_column(corpus, cache_dir=n3s_dir, encoder_name_or_path=str(text_dir), k=args.n3s_k)
-    return corpus, ReportTable.load(n3s_dir), text_dir
+    n3s_dir = out / "n3s"
+    n3s = {"tower": tower, "k": args.n3s_k}
+    with timer.stage("N3S"):
+        if not stage_completed(n3s_dir, n3s) and n3s_dir.exists():
+            shutil.rmtree(n3s_dir)
+        corpus = add_n3s_column(corpus, cache_dir=n3s_dir, encoder_name_or_path=str(text_dir), k=args.n3s_k)
+        mark_stage_completed(n3s_dir, n3s)
+    return corpus, ReportTable.load(n3s_dir), text_dir, n3s
 
 
 def labelled_validation(corpus: DatasetDict, root: Path):
@@ -94,9 +169,11 @@ def labelled_validation(corpus: DatasetDict, root: Path):
     return validation.add_column("labels", list(labels), feature=Sequence(Value("float32"), length=len(DEMO_LABELS)))
 
 
-def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluation_set) -> dict:
+def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluation_set, upstream: dict,
+                  timer: StageTimer | None = None) -> dict:
     from transformers import AutoTokenizer, T5EncoderModel
 
+    timer = timer or StageTimer()
     tokenizer = AutoTokenizer.from_pretrained(text_dir)
     text_tower = T5EncoderModel.from_pretrained(text_dir)
     config = CMELTConfig.from_preset(
@@ -108,12 +185,128 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
         use_etm="etm" in args.losses,
         siglep_duplicate_aware=args.duplicate_aware,
         **({"ecg_config": {"mask_ratio": args.mask_ratio}} if args.mask_ratio is not None else {}),
+        **overrides.get("config", {}),
     )
-    torch.manual_seed(args.seed)
-    model = CMELTForPreTraining(config)
-    model.text_model.load_state_dict(text_tower.state_dict())
-    processor = CMELTProcessor(CMELTFeatureExtractor(), tokenizer)
     run_dir = out / (args.run_name if not overrides else args.run_name + name.lower().replace("-", "_"))
+    parameters = {"upstream": upstream, "variant": overrides, "config": config.to_diff_dict(),
+                  **{key: getattr(args, key) for key in TRAINING_FLAGS}}
+    evaluation_subset = evaluation_set.select(range(min(1000, len(evaluation_set))))
+    evaluation_seconds = [0.0]
+
+    def evaluator(model):
+        started = time.perf_counter()
+        result = evaluate_zero_shot(model, tokenizer, evaluation_subset, DEMO_LABEL_PROMPTS, DEMO_LABELS, progress=False)
+        evaluation_seconds[0] += time.perf_counter() - started
+        return {"zero_shot_macro_auc": round(result["macro_auroc"], 4)}
+
+    stage = f"training ({name})"
+    model_dir = run_dir / "model"
+    if stage_completed(run_dir, parameters) and (model_dir / "config.json").is_file():
+        print(f"  {stage}: reusing {model_dir} (completed with the same parameters)")
+        with timer.stage(stage):
+            pass
+        timer.note(stage, "reused")
+        model, steps_per_second = CMELTForPreTraining.from_pretrained(model_dir), None
+    else:
+        if _started_with(run_dir) not in (None, _normalised(parameters)):
+            print(f"  {stage}: {run_dir} was started with other parameters; starting afresh")
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomically(run_dir / STARTED_MARKER, {"parameters": _normalised(parameters)})
+        with timer.stage("thread calibration"):
+            choose_torch_threads(config, args.batch_size, args.torch_threads)
+        torch.manual_seed(args.seed)
+        model = CMELTForPreTraining(config)
+        model.text_model.load_state_dict(text_tower.state_dict())
+        started = time.perf_counter()
+        with timer.stage(stage):
+            trainer, resumed_step = _train(model, tokenizer, args, overrides, run_dir, corpus, table, evaluator)
+        training_seconds = time.perf_counter() - started - evaluation_seconds[0]
+        steps_done = trainer.state.global_step - resumed_step
+        steps_per_second = steps_done / training_seconds if steps_done > 0 else None
+        timer.note(stage, f"{steps_done} steps, {evaluation_seconds[0]:.0f} s of it periodic evaluation")
+        model = trainer.model
+        mark_stage_completed(run_dir, parameters)
+    model = model.eval()
+    with timer.stage("evaluation"):
+        embeddings = ecg_embeddings(model, evaluation_set, progress=False)
+        final = evaluate_zero_shot(model, tokenizer, evaluation_set, DEMO_LABEL_PROMPTS, DEMO_LABELS,
+                                   embeddings=embeddings, progress=False)
+        probe = linear_probe_auc(embeddings, evaluation_set)
+    return {
+        "name": name,
+        "model_dir": model_dir,
+        "model": model,
+        "tokenizer": tokenizer,
+        "zero_shot": final,
+        "embeddings": embeddings,
+        "linear_probe": probe,
+        "steps_per_second": steps_per_second,
+        "minutes": timer.seconds.get(stage, 0.0) / 60,
+    }
+
+
+# Flags whose change makes an earlier training run stale (the demo then trains afresh instead of resuming).
+TRAINING_FLAGS = ("max_steps", "batch_size", "learning_rate", "lead_mask_prob", "mask_ratio", "duplicate_aware",
+                  "losses", "seed", "eval_every")
+STARTED_MARKER = ".demo_started.json"
+
+
+def _write_atomically(path: Path, payload: dict) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2))
+    os.replace(temporary, path)
+
+
+def _started_with(run_dir: Path) -> dict | None:
+    """Parameters a training run in `run_dir` was started with; None when none was started there."""
+    if not run_dir.exists():
+        return None
+    try:
+        return json.loads((run_dir / STARTED_MARKER).read_text()).get("parameters")
+    except (OSError, ValueError, AttributeError):
+        return {}  # a folder without a readable record of its parameters: not reusable
+
+
+def choose_torch_threads(config: CMELTConfig, batch_size: int, requested: int = 0) -> int:
+    """Set torch's CPU thread count: `requested` if > 0, else whichever of 1 or all usable cores runs a
+    forward + backward of this model faster (measured on an eighth of a batch of random inputs, seconds)."""
+    if requested > 0 or torch.cuda.is_available():
+        torch.set_num_threads(requested or torch.get_num_threads())
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores == 1:
+        return torch.get_num_threads()
+    generator = torch.Generator().manual_seed(0)
+    size = max(4, batch_size // 8)
+    ids = torch.randint(2, config.text_config.vocab_size, (size, 32), generator=generator)
+    batch = {
+        "input_values": torch.randn(size, 12, config.ecg_config.num_samples, generator=generator),
+        "lead_mask": torch.ones(size, 12, dtype=torch.bool), "input_ids": ids,
+        "attention_mask": torch.ones_like(ids), "labels": torch.where(torch.rand(ids.shape, generator=generator) < 0.25, ids, -100),
+        "is_aligned": (torch.arange(size) % 2).float(),
+        "noise": torch.rand(size, config.ecg_config.num_tokens, generator=generator),
+    }
+    model = CMELTForPreTraining(config).train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+
+    best, seconds = fastest_thread_count(step, [1, cores], repeats=1)
+    torch.set_num_threads(best)
+    print(f"  torch threads: {best} (seconds per 1/8-batch step: "
+          + ", ".join(f"{count} thread(s) {value:.2f}" for count, value in seconds.items()) + ")")
+    return best
+
+
+def _train(model, tokenizer, args, overrides, run_dir, corpus, table, evaluator):
+    """The trainer after `pretrain`, and the step it resumed from (0 for a fresh run)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last_checkpoint = get_last_checkpoint(str(run_dir))
+    resumed_step = int(last_checkpoint.rsplit("-", 1)[1]) if last_checkpoint else 0
+    processor = CMELTProcessor(CMELTFeatureExtractor(), tokenizer)
     training_args = CMELTTrainingArguments(
         output_dir=str(run_dir),
         max_steps=args.max_steps,
@@ -129,13 +322,6 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
         disable_tqdm=False,
     )
     data_args = CMELTDataArguments(negatives=overrides.get("negatives", "n3s"), lead_mask_prob=args.lead_mask_prob)
-    evaluation_subset = evaluation_set.select(range(min(1000, len(evaluation_set))))
-
-    def evaluator(model):
-        result = evaluate_zero_shot(model, tokenizer, evaluation_subset, DEMO_LABEL_PROMPTS, DEMO_LABELS, progress=False)
-        return {"zero_shot_macro_auc": round(result["macro_auroc"], 4)}
-
-    started = time.time()
     trainer = pretrain(
         CMELTModelArguments(model_preset="demo"),
         data_args,
@@ -147,26 +333,15 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
         zero_shot_evaluator=evaluator,
         zero_shot_eval_steps=args.eval_every,
     )
-    minutes = (time.time() - started) / 60
-    model = trainer.model.eval()
-    final = evaluate_zero_shot(model, tokenizer, evaluation_set, DEMO_LABEL_PROMPTS, DEMO_LABELS)
-    return {
-        "name": name,
-        "model_dir": run_dir / "model",
-        "model": model,
-        "tokenizer": tokenizer,
-        "zero_shot": final,
-        "linear_probe": linear_probe_auc(model, evaluation_set),
-        "minutes": minutes,
-    }
+    return trainer, resumed_step
 
 
-def linear_probe_auc(model, dataset, seed: int = 0) -> float:
+def linear_probe_auc(embeddings: torch.Tensor, dataset, seed: int = 0) -> float:
     """Quick frozen-feature probe: logistic regression on half of the held-out ECGs, macro AUC on the other half."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    features = torch.nn.functional.normalize(ecg_embeddings(model, dataset, progress=False), dim=-1).numpy()
+    features = torch.nn.functional.normalize(embeddings, dim=-1).numpy()
     labels = np.asarray(dataset.with_format("numpy")["labels"])
     order = np.random.default_rng(seed).permutation(len(features))
     train, test = order[: len(order) // 2], order[len(order) // 2 :]
@@ -183,7 +358,7 @@ def write_figures(result: dict, evaluation_set) -> list[Path]:
     """ROC curves per label, a t-SNE of the held-out ECG embeddings, and one ECG with its top labels."""
     folder = result["model_dir"]
     labels = np.asarray(evaluation_set.with_format("numpy")["labels"], dtype=np.float32)
-    embeddings = ecg_embeddings(result["model"], evaluation_set, progress=False).numpy()
+    embeddings = result["embeddings"].numpy()
     written = save_evaluation_figures(
         folder / "figures", "demo", evaluation_set, DEMO_LABELS, result["zero_shot"]["scores"], labels, embeddings
     )
@@ -199,6 +374,66 @@ def print_table(result: dict) -> None:
         shown = f"{value:.3f}" if value is not None else "  n/a"
         print(f"  {label:<8}{shown:>8}   {DEMO_LABEL_PROMPTS[label][0]}")
     print(f"  {'macro':<8}{result['zero_shot']['macro_auroc']:>8.3f}")
+
+
+def default_real_data_dir() -> Path:
+    """`../shared/data` beside the repository: real records for the out-of-generator check, when present."""
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def write_outputs(result: dict, args, corpus, evaluation_set) -> None:
+    """results.json, training_summary.json, figures and the model card of one trained variant."""
+    name = result["name"]
+    write_rows(result["model_dir"] / "results.json", [result_row(
+        task="cmelt-demo", dataset="synthetic demo corpus (validation patients)", split_source="seeded",
+        prompt_set="demo", protocol="zero-shot", metric="macro_auroc", value=result["zero_shot"]["macro_auroc"],
+        per_label=result["zero_shot"]["per_class"], n_test=len(evaluation_set), seed=args.seed,
+        model=f"cmelt-demo{'' if name == 'C-MELT' else name.lower()}", commit=current_commit(),
+        details={"minutes": round(result["minutes"], 2), "linear_probe_macro_auroc": result["linear_probe"],
+                 "out_of_generator": result["out_of_generator"]["summary"]},
+    )])
+    (result["model_dir"] / "training_summary.json").write_text(
+        json.dumps(
+            {
+                "corpus": "built-in synthetic demo corpus written as a MIMIC-IV-ECG tree",
+                "train_records": len(corpus["train"]),
+                "held_out_records": len(evaluation_set),
+                "steps": args.max_steps,
+                "batch_size": args.batch_size,
+                "learning_rate": args.learning_rate,
+                "preset": "demo",
+                "variant": name,
+                "minutes": round(result["minutes"], 2),
+                "steps_per_second": result["steps_per_second"],
+            },
+            indent=2,
+        )
+    )
+    write_model_card(
+        result["model_dir"],
+        results_paths=[result["model_dir"] / "results.json"],
+        figures=write_figures(result, evaluation_set),
+        model_name="C-MELT demo" + ("" if name == "C-MELT" else f" ({name})"),
+        repo_id="your-username/cmelt-demo",
+    )
+
+
+def print_profile(timer: StageTimer, results: list[dict], out: Path, ceiling: float, ceiling_threads: int) -> dict:
+    """The stage-time table, steps/s and the matmul ceiling; also written to <output_dir>/demo_profile.json."""
+    steps = {result["name"]: result["steps_per_second"] for result in results}
+    print("\nwhere the time went:")
+    print(timer.table())
+    for name, value in steps.items():
+        shown = f"{value:.2f}" if value else "n/a (reused)"
+        print(f"  training steps/s ({name}, periodic evaluation excluded): {shown}")
+    print(f"  this machine's fp32 matmul ceiling: {ceiling:.0f} GFLOP/s with {ceiling_threads} torch threads "
+          f"(compare times across machines with it); trained with {torch.get_num_threads()} thread(s)")
+    profile = {"steps_per_second": steps, "matmul_ceiling_gflops_per_second": round(ceiling, 1),
+               "matmul_ceiling_threads": ceiling_threads, "torch_threads": torch.get_num_threads(),
+               "held_out_zero_shot_macro_auc": {r["name"]: r["zero_shot"]["macro_auroc"] for r in results},
+               "out_of_generator": {r["name"]: r["out_of_generator"]["summary"] for r in results}}
+    timer.write_json(out / "demo_profile.json", **profile)
+    return profile
 
 
 # ---- example record for the README quick start (kept apart from the training code above)
@@ -225,62 +460,40 @@ def write_example_record(root: Path, study_id: int, out: Path) -> Path:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     out = Path(args.output_dir)
-    started = time.time()
-    corpus, table, text_dir = prepare_corpus(args, out)
+    timer = StageTimer()
+    with timer.stage("matmul ceiling"):
+        ceiling, ceiling_threads = matmul_ceiling(repetitions=5) / 1e9, torch.get_num_threads()
+    corpus, table, text_dir, upstream = prepare_corpus(args, out, timer)
     evaluation_set = labelled_validation(corpus, out / "mimic-iv-ecg-demo")
     example = write_example_record(out / "mimic-iv-ecg-demo", int(evaluation_set[0]["study_id"]), out)
     print(f"example record (held-out patient) to label: {example}")
     print(f"corpus: {len(corpus['train'])} training ECGs, {len(evaluation_set)} held-out (validation patients); "
-          f"{len(table)} unique reports ({time.time() - started:.0f} s)")
-    variants = VARIANTS if args.ablation else {"C-MELT": {}}
+          f"{len(table)} unique reports ({timer.total:.0f} s)")
+    names = args.variants or (ABLATION if args.ablation else ("C-MELT",))
+    variants = {name: VARIANTS[name] for name in names}
+    real_data_dir = Path(args.real_data_dir) if args.real_data_dir else default_real_data_dir()
     results = []
     for name, overrides in variants.items():
         print(f"[5/5] pretraining {name}: {args.max_steps} steps of {args.batch_size}")
-        result = train_variant(name, overrides, args, out, corpus, table, text_dir, evaluation_set)
-        print_table(result)
-        write_results(
-            result["model_dir"] / "results.json",
-            model=f"cmelt-demo{'' if name == 'C-MELT' else name.lower()}",
-            dataset="cmelt_demo",
-            task="classification",
-            protocol="zero_shot",
-            metric_name="macro_auroc",
-            value=result["zero_shot"]["macro_auroc"],
-            per_class=result["zero_shot"]["per_class"],
-            split="validation",
-            extra={"minutes": round(result["minutes"], 2), "linear_probe_macro_auroc": result["linear_probe"]},
-        )
-        (result["model_dir"] / "training_summary.json").write_text(
-            json.dumps(
-                {
-                    "corpus": "built-in synthetic demo corpus written as a MIMIC-IV-ECG tree",
-                    "train_records": len(corpus["train"]),
-                    "held_out_records": len(evaluation_set),
-                    "steps": args.max_steps,
-                    "batch_size": args.batch_size,
-                    "learning_rate": args.learning_rate,
-                    "preset": "demo",
-                    "variant": name,
-                    "minutes": round(result["minutes"], 2),
-                },
-                indent=2,
+        result = train_variant(name, overrides, args, out, corpus, table, text_dir, evaluation_set, upstream, timer)
+        with timer.stage("out-of-generator check"):
+            result["out_of_generator"] = out_of_generator_check(
+                result["model"], result["tokenizer"], real_data_dir if real_data_dir.is_dir() else None, seed=args.seed
             )
-        )
-        write_model_card(
-            result["model_dir"],
-            results_paths=[result["model_dir"] / "results.json"],
-            figures=write_figures(result, evaluation_set),
-            model_name="C-MELT demo" + ("" if name == "C-MELT" else f" ({name})"),
-            repo_id="your-username/cmelt-demo",
-        )
+        print_table(result)
+        print(format_out_of_generator(result["out_of_generator"], result["zero_shot"]["macro_auroc"]))
+        with timer.stage("results, figures, card"):
+            write_outputs(result, args, corpus, evaluation_set)
         results.append(result)
-    if args.ablation:
-        print("\nablation (paper Tab. 6 shape), same budget:")
-        print(f"  {'variant':<10}{'zero-shot AUC':>15}{'linear-probe AUC':>18}{'minutes':>9}")
+    if len(results) > 1:
+        print("\nvariants, same corpus and budget:")
+        print(f"  {'variant':<20}{'zero-shot AUC':>15}{'linear-probe AUC':>18}{'out-of-gen. AUC':>17}{'minutes':>9}")
         for result in results:
-            print(f"  {result['name']:<10}{result['zero_shot']['macro_auroc']:>15.3f}{result['linear_probe']:>18.3f}"
-                  f"{result['minutes']:>9.1f}")
-    print(f"\nmodel folder: {results[0]['model_dir']}  (total {(time.time() - started) / 60:.1f} min)")
+            outside = result["out_of_generator"]["summary"]["pooled"]["macro_auroc"]
+            print(f"  {result['name']:<20}{result['zero_shot']['macro_auroc']:>15.3f}{result['linear_probe']:>18.3f}"
+                  f"{outside:>17.3f}{result['minutes']:>9.1f}")
+    print_profile(timer, results, out, ceiling, ceiling_threads)
+    print(f"\nmodel folder: {results[0]['model_dir']}  (total {timer.total / 60:.1f} min)")
     return results
 
 
