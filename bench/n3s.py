@@ -12,8 +12,12 @@ report appears once, the remaining rows are drawn with p ~ 1 / rank^1.1). Encode
   with each row's negated embedding. The per-row embedding and the search are timed on `--naive-sample` rows and
   extrapolated linearly to all rows (said so in the table); building the index is timed in full.
 Also measures the embedding rate of a Flan-T5-small-shaped encoder (d_model 512, 8 layers, 6 heads, d_ff 1024,
-gated-gelu, random init) and extrapolates to 800k rows (naive) and 180k unique reports (ours) of MIMIC-IV-ECG.
-Prints a table and writes bench/results/n3s.json.
+gated-gelu, random init) and extrapolates to 800k rows (naive) and 180k unique reports (ours) of MIMIC-IV-ECG:
+`embed_reports` (token-length batches with dynamic padding, fused GELU) against the previous loop (batches of 256
+texts ordered by characters, transformers' GELU), the fraction of the fp32 matmul ceiling (model FLOPs of the
+tokens present / time, over the GEMM rate measured in the same run before and after), whether both give the
+same farthest neighbours, and bf16 autocast when this machine's bf16 matmul is faster than fp32.
+`--encoder-only` runs this part alone (a minute or two). Prints a table and writes bench/results/n3s.json.
 """
 
 from __future__ import annotations
@@ -86,7 +90,11 @@ def main() -> None:
     parser.add_argument("--t5-small-sample", type=int, default=1024)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="precision of OUR embedding pass (the naive way always runs float32)")
+    parser.add_argument("--encoder-only", action="store_true", help="only the Flan-T5-small-shaped encoder part")
     args = parser.parse_args()
+    if args.encoder_only:
+        encoder_benchmark(args)
+        return
     torch.set_num_threads(2)
 
     from datasets import Dataset
@@ -198,6 +206,120 @@ def main() -> None:
     }
     path.write_text(json.dumps(summary, indent=2))
     print(f"wrote {path}")
+
+
+def gemm_gflops(dtype, size: int = 1024, repeats: int = 10) -> float:
+    """Matmul rate of this machine now (GFLOP/s), square `size` matrices, best of three timings."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 * repeats / best / 1e9
+
+
+def previous_embed_reports(texts, encoder, batch_size=256, max_length=256) -> np.ndarray:
+    """The embedding loop before this change (fixed batches of texts ordered by characters, transformers' GELU)."""
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    model = T5EncoderModel.from_pretrained(encoder).eval()
+    order = np.argsort([len(text) for text in texts], kind="stable")
+    out = np.zeros((len(texts), model.config.d_model), np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            encoded = tokenizer([texts[r] for r in rows], padding=True, truncation=True, max_length=max_length,
+                                return_tensors="pt")
+            hidden = model(**encoded).last_hidden_state
+            mask = encoded["attention_mask"].unsqueeze(-1).float()
+            out[rows] = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    return out
+
+
+def encoder_flops_per_token(config, tokens_in_sequence: float) -> float:
+    """Forward FLOPs per token of a T5 encoder: 2 x matmul weights + attention scores and mixing."""
+    inner = config.num_heads * config.d_kv
+    attention = 4 * config.d_model * inner
+    feed_forward = (3 if config.is_gated_act else 2) * config.d_model * config.d_ff
+    return config.num_layers * (2 * (attention + feed_forward) + 4 * tokens_in_sequence * inner)
+
+
+def encoder_benchmark(args) -> dict:
+    """Flan-T5-small-shaped embedding rate: previous loop vs `embed_reports`, fraction of the matmul ceiling,
+    neighbour agreement, bf16 where faster. Writes bench/results/n3s_encoder.json."""
+    from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+    from data.n3s import embed_reports, farthest_reports
+    from data.text_tower import build_tiny_t5
+
+    torch.set_num_threads(2)
+    texts, _ = make_reports(max(args.t5_small_sample * 3, 3000), max(args.t5_small_sample * 3, 3000))
+    probe = texts[: args.t5_small_sample]
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        tokenizer = AutoTokenizer.from_pretrained(build_tiny_t5(texts[-2000:], scratch / "tok", vocab_size=800))
+        config = T5Config(vocab_size=32128, d_model=512, d_kv=64, num_layers=8, num_heads=6, d_ff=1024,
+                          feed_forward_proj="gated-gelu", is_encoder_decoder=False, pad_token_id=0, eos_token_id=1)
+        torch.manual_seed(0)
+        small = scratch / "t5_small_shaped"
+        T5EncoderModel(config).save_pretrained(small)
+        tokenizer.save_pretrained(small)
+        lengths = np.array([len(ids) for ids in tokenizer(probe)["input_ids"]])
+        model_flops = float(sum(n * encoder_flops_per_token(config, n) for n in lengths))
+        ceiling_before = gemm_gflops(torch.float32)
+        start = time.perf_counter()
+        previous = previous_embed_reports(probe, str(small))
+        previous_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        current = embed_reports(probe, str(small))
+        current_seconds = time.perf_counter() - start
+        ceiling_after = gemm_gflops(torch.float32)
+        ceiling = max(ceiling_before, ceiling_after)
+        k = min(args.k, len(probe) - 1)
+        same = farthest_reports(previous, k) == farthest_reports(current, k)
+        bf16_gemm = gemm_gflops(torch.bfloat16, size=512, repeats=2)
+        bf16 = None
+        if bf16_gemm > gemm_gflops(torch.float32, size=512, repeats=2):
+            start = time.perf_counter()
+            half = embed_reports(probe, str(small), dtype="bfloat16")
+            bf16_seconds = time.perf_counter() - start
+            bf16 = {"reports_per_second": len(probe) / bf16_seconds,
+                    "neighbour_overlap": float(np.mean([len(set(a) & set(b)) / k for a, b in zip(
+                        farthest_reports(current, k), farthest_reports(half, k))]))}
+    result = {
+        "reports": len(probe), "mean_tokens": float(lengths.mean()), "k": k,
+        "previous_reports_per_second": len(probe) / previous_seconds,
+        "reports_per_second": len(probe) / current_seconds,
+        "speedup": previous_seconds / current_seconds,
+        "fp32_gemm_gflops_before_after": [ceiling_before, ceiling_after],
+        "fraction_of_fp32_matmul_ceiling": model_flops / current_seconds / 1e9 / ceiling,
+        "previous_fraction_of_fp32_matmul_ceiling": model_flops / previous_seconds / 1e9 / ceiling,
+        "same_neighbours_fraction_of_rows": float(same.all(axis=1).mean()),
+        "max_abs_embedding_difference": float(np.abs(previous - current).max()),
+        "bf16_gemm_gflops": bf16_gemm, "bf16": bf16,
+        "minutes_180k_unique": 180_000 / (len(probe) / current_seconds) / 60,
+    }
+    print(f"Flan-T5-small-shaped encoder, {len(probe)} reports ({result['mean_tokens']:.0f} tokens each):")
+    print(f"  previous loop   {result['previous_reports_per_second']:8.1f} reports/s  "
+          f"{100 * result['previous_fraction_of_fp32_matmul_ceiling']:5.1f} % of the fp32 matmul ceiling")
+    print(f"  embed_reports   {result['reports_per_second']:8.1f} reports/s  "
+          f"{100 * result['fraction_of_fp32_matmul_ceiling']:5.1f} % of the fp32 matmul ceiling "
+          f"({ceiling:.0f} GFLOP/s)  speed-up {result['speedup']:.2f}x (goals: >= 60 %, >= 2x)")
+    print(f"  same {k} farthest neighbours for {100 * result['same_neighbours_fraction_of_rows']:.1f} % of reports; "
+          f"max |embedding difference| {result['max_abs_embedding_difference']:.1e}")
+    print(f"  bf16 matmul {bf16_gemm:.1f} GFLOP/s: " + ("bf16 autocast not faster here, not used" if bf16 is None else
+          f"bf16 autocast {bf16['reports_per_second']:.1f} reports/s, neighbour overlap {bf16['neighbour_overlap']:.3f}"))
+    print(f"  180k unique MIMIC reports: {result['minutes_180k_unique']:.0f} min on this machine")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "n3s_encoder.json"
+    path.write_text(json.dumps({"name": "n3s_encoder", "command": "python bench/n3s.py " + " ".join(sys.argv[1:]),
+                                "results": result, "machine": machine_info()}, indent=2))
+    print(f"wrote {path}")
+    return result
 
 
 if __name__ == "__main__":

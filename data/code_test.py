@@ -16,6 +16,8 @@ CLI: `python -m data.code_test ROOT`.
 
 from __future__ import annotations
 
+import logging
+
 import argparse
 import os
 from pathlib import Path
@@ -104,6 +106,7 @@ def load_code_test(
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the CLI shows the load summary
     parser = argparse.ArgumentParser(description="Load CODE-test and print its size and class counts.")
     parser.add_argument("root", help=f"folder holding {TRACINGS_FILE} and {GOLD_STANDARD_FILE}")
     add_common_cli_arguments(parser)

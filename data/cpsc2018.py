@@ -18,6 +18,8 @@ CLI: `python -m data.cpsc2018 ROOT`.
 
 from __future__ import annotations
 
+import logging
+
 import argparse
 import os
 from pathlib import Path
@@ -145,6 +147,7 @@ def load_cpsc2018(
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the CLI shows the load summary
     parser = argparse.ArgumentParser(description="Load CPSC2018 and print split sizes and class counts.")
     parser.add_argument("root", help="CPSC2018 folder (REFERENCE.csv + TrainingSet*/, or challenge g*/ .hea + .mat)")
     add_common_cli_arguments(parser)

@@ -17,6 +17,8 @@ CLI: `python -m data.csn ROOT`.
 
 from __future__ import annotations
 
+import logging
+
 import argparse
 import csv
 import os
@@ -123,6 +125,7 @@ def load_csn(
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the CLI shows the load summary
     parser = argparse.ArgumentParser(description="Load CSN (ecg-arrhythmia 1.0.0) and print split sizes and class counts.")
     parser.add_argument("root", help=f"folder holding WFDBRecords/ and {CONDITION_NAMES_FILE}")
     parser.add_argument("--min-records-per-label", type=int, default=10)

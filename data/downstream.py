@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import warnings
@@ -31,6 +32,8 @@ from data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, encode_ecg
 from data.splits import random_split_indices
 
 _SEGMENT_MODES = ("all", "first_two", "random_crop")
+
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -75,21 +78,22 @@ class DownstreamReport:
         self.codes_outside_label_set.update(summary.get("codes_outside_label_set", {}))
 
     def print_and_save(self, title: str, output_dir: str | os.PathLike | None = None) -> dict:
-        """Prints the summary; writes `<output_dir>/<title>_load_report.json` when `output_dir` is given."""
+        """Logs the summary (a warning when records or labels were dropped); writes `<output_dir>/<title>_load_report.json` when `output_dir` is given."""
         json_path = None if output_dir is None else Path(output_dir) / f"{_slug(title)}_load_report.json"
         self.skipped.report(title, json_path=None)
-        for reason, count in self.dropped.most_common():
-            print(f"  {count:>8}  dropped: {reason}")
+        lines = [f"  {count:>8}  dropped: {reason}" for reason, count in self.dropped.most_common()]
         if self.codes_outside_label_set:
             shown = ", ".join(f"{code} x{count}" for code, count in self.codes_outside_label_set.most_common(10))
-            print(f"  label codes outside the label set (record kept if it has a known one): {shown}")
+            lines.append(f"  label codes outside the label set (record kept if it has a known one): {shown}")
         if self.dropped_labels:
-            print(f"  labels removed from the label set: {', '.join(self.dropped_labels)}")
+            lines.append(f"  labels removed from the label set: {', '.join(self.dropped_labels)}")
         summary = self.as_dict()
         if json_path is not None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(summary, indent=2))
-            print(f"  load report written to {json_path}")
+            lines.append(f"  load report written to {json_path}")
+        if lines:
+            (logger.warning if self.dropped or self.dropped_labels else logger.info)(f"{title}:\n" + "\n".join(lines))
         return summary
 
 

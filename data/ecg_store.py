@@ -8,6 +8,7 @@ to float32 millivolts (what the model eats) with one multiply.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections import Counter
@@ -25,6 +26,8 @@ _INT16_LIMIT = np.iinfo(np.int16).max
 
 ECG_FEATURE = Array2D(shape=(NUM_LEADS, NUM_SAMPLES), dtype="int16")
 LEAD_MASK_FEATURE = Sequence(Value("bool"), length=NUM_LEADS)
+
+logger = logging.getLogger(__name__)
 
 
 def encode_ecg(values_mv: np.ndarray) -> np.ndarray:
@@ -70,11 +73,14 @@ class SkipLog:
         }
 
     def report(self, title: str, json_path: str | Path | None = None) -> dict:
-        """Print the summary (and write it as JSON when a path is given); returns it."""
+        """Log the summary (a warning when records were skipped; and write it as JSON when a path is given);
+        returns it."""
         summary = self.as_dict()
-        print(f"{title}: skipped {summary['skipped']} record(s)")
+        log = logger.warning if summary["skipped"] else logger.info
+        lines = [f"{title}: skipped {summary['skipped']} record(s)"]
         for reason, count in summary["by_reason"].items():
-            print(f"  {count:>8}  {reason}  (e.g. {', '.join(summary['examples'][reason][:3])})")
+            lines.append(f"  {count:>8}  {reason}  (e.g. {', '.join(summary['examples'][reason][:3])})")
+        log("\n".join(lines))
         if json_path is not None:
             write_json_atomically(json_path, summary)
         return summary

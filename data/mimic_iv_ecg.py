@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -58,6 +59,8 @@ SKIP_FLAT = "flat signal (no lead recorded)"
 # Bump when the conversion of a record changes, so shards of an older converter are rebuilt.
 CONVERTER_VERSION = 2
 SHARD_KEY_FILE = "source.json"
+
+logger = logging.getLogger(__name__)
 
 
 def corpus_features():
@@ -357,7 +360,7 @@ def convert_mimic_iv_ecg(
     tasks = [(str(root), str(shards_dir), name, rows, key) for name, rows, key in keyed
              if not _shard_is_current(shards_dir / name, key)]
     done = sum(len(shards) for shards in plan.values()) - len(tasks)
-    print(f"{len(index)} records, {sum(len(s) for s in plan.values())} shards ({done} already done, {len(tasks)} to do)")
+    logger.info(f"{len(index)} records, {sum(len(s) for s in plan.values())} shards ({done} already done, {len(tasks)} to do)")
     progress = tqdm(total=sum(len(task[3]) for task in tasks), unit="ecg", desc="converting")
     if num_proc > 1 and len(tasks) > 1:
         import multiprocessing
@@ -385,7 +388,7 @@ def convert_mimic_iv_ecg(
     write_json_atomically(out / "dataset_dict.json", {"splits": list(SPLITS)}, indent=None)
     skips.report("MIMIC-IV-ECG conversion", out / "skipped.json")
     dataset = load_from_disk(str(out))
-    print({split: len(dataset[split]) for split in dataset}, f"-> {out}")
+    logger.info(f"{ {split: len(dataset[split]) for split in dataset} } -> {out}")
     return dataset
 
 
@@ -411,6 +414,30 @@ class CMELTMIMICLazyDataset:
         self.index = index
         self.skips = SkipLog()
         self._feature_extractor = None
+        self._n3s_candidates: dict[int, np.ndarray] | None = None
+        self.report_table = None
+
+    @property
+    def column_names(self) -> list[str]:
+        """The keys of every item (as `datasets.Dataset.column_names`): `n3s_negatives` only after `with_n3s`."""
+        names = ["study_id", "subject_id", "ecg", "lead_mask", "report", "report_id"]
+        return names + (["n3s_negatives"] if self._n3s_candidates is not None else [])
+
+    def with_n3s(self, cache_dir: str | os.PathLike, encoder_name_or_path: str, k: int = 64, **settings):
+        """Give every item its `n3s_negatives` (k farthest report ids), computed once over this split's unique
+        reports and cached in `cache_dir` exactly as `data.n3s.add_n3s_column` does (`settings`: index_type,
+        batch_size, max_length, device, use_gpu, dtype). Returns self; `report_table` then holds the texts."""
+        from .n3s import ReportTable, compute_neighbours
+
+        unique = self.index[["report_id", "report"]].drop_duplicates()
+        if unique["report_id"].duplicated().any():
+            raise ValueError("report_id has two texts in the MIMIC-IV-ECG index; rebuild it with load_mimic_index")
+        unique = unique.sort_values("report_id")
+        table = ReportTable(unique["report_id"].to_numpy(), unique["report"].tolist())
+        neighbours = compute_neighbours(table, cache_dir, encoder_name_or_path, k, **settings)
+        self._n3s_candidates = dict(zip(table.report_ids.tolist(), neighbours))
+        self.report_table = table
+        return self
 
     def __len__(self) -> int:
         return len(self.index)
@@ -423,11 +450,15 @@ class CMELTMIMICLazyDataset:
         if converted is None:
             self.skips.skip(str(row["study_id"]), reason)
             return None
-        return {"study_id": int(row["study_id"]), "subject_id": int(row["subject_id"]), **converted,
+        item = {"study_id": int(row["study_id"]), "subject_id": int(row["subject_id"]), **converted,
                 "report": row["report"], "report_id": int(row["report_id"])}
+        if self._n3s_candidates is not None:
+            item["n3s_negatives"] = self._n3s_candidates[item["report_id"]]
+        return item
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the CLI shows the load summary
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="MIMIC-IV-ECG v1.0 root (record_list.csv, machine_measurements.csv, files/)")
     parser.add_argument("out", help="output directory (DatasetDict; shards/ inside make the run resumable)")

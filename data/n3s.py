@@ -97,40 +97,80 @@ def embed_reports(
     max_length: int = 256,
     device: str | None = None,
     dtype: str = "float32",
+    max_batch_tokens: int | None = 4096,
 ) -> np.ndarray:
     """(len(texts), hidden) float32 embeddings: encoder output mean-pooled over the attention mask, L2-normalised.
 
-    `dtype="bfloat16"` runs the encoder under bf16 autocast (about 2x faster on CPUs and GPUs with bf16 units);
-    farthest-neighbour ranks barely move, but the result is no longer bit-identical to float32.
+    Speed (the encoder's matmuls are the cost; bench/n3s.py reports the fraction of the fp32 matmul ceiling):
+    texts are tokenised once, ordered by token count and cut into batches of at most `batch_size` texts and
+    `max_batch_tokens` padded tokens, each padded to its own longest text (dynamic padding), so almost no work
+    is spent on padding and the activations stay cache-sized on CPUs. T5's tanh-GELU runs as PyTorch's fused
+    kernel (`GELUTanh`, the same function; transformers' `NewGELUActivation` spells it as six tensor ops).
 
-    T5-family checkpoints load as `T5EncoderModel` (the decoder is never needed), others as `AutoModel`. Texts are
-    embedded in order of length, so batches carry little padding.
+    `dtype="bfloat16"` runs the encoder under bf16 autocast: about 2x faster on GPUs and on CPUs with bf16 units
+    (AMX / AVX512-BF16); much *slower* on CPUs without them (fp32 is the default). Farthest-neighbour ranks barely
+    move, but the result is no longer bit-identical to float32.
+
+    T5-family checkpoints load as `T5EncoderModel` (the decoder is never needed), others as `AutoModel`.
     """
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
     config = AutoConfig.from_pretrained(encoder_name_or_path)
     model_class = T5EncoderModel if config.model_type in ("t5", "mt5", "umt5") else AutoModel
     tokenizer = AutoTokenizer.from_pretrained(encoder_name_or_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = model_class.from_pretrained(encoder_name_or_path).to(device).eval()
-    order = np.argsort([len(text) for text in texts], kind="stable")
-    embeddings = np.zeros((len(texts), config.d_model if hasattr(config, "d_model") else config.hidden_size), np.float32)
-    if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    model = _with_fused_gelu(model_class.from_pretrained(encoder_name_or_path)).to(device).eval()
+    hidden_size = config.d_model if hasattr(config, "d_model") else config.hidden_size
+    embeddings = np.zeros((len(texts), hidden_size), np.float32)
+    token_ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"] if texts else []
+    batches = length_batches([len(ids) for ids in token_ids], batch_size, max_batch_tokens)
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
     with torch.inference_mode(), autocast:
-        for start in tqdm(range(0, len(texts), batch_size), desc="embedding reports", unit="batch"):
-            rows = order[start : start + batch_size]
-            encoded = tokenizer([texts[row] for row in rows], padding=True, truncation=True, max_length=max_length,
-                                return_tensors="pt").to(device)
+        for rows in tqdm(batches, desc="embedding reports", unit="batch"):
+            encoded = tokenizer.pad({"input_ids": [token_ids[row] for row in rows]}, return_tensors="pt").to(device)
             hidden = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
             pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
             embeddings[rows] = pooled.cpu().numpy()
     return embeddings
+
+
+def length_batches(lengths: list[int], batch_size: int, max_batch_tokens: int | None = None) -> list[np.ndarray]:
+    """Row indices in batches of similar length: ordered by length (stable), at most `batch_size` rows and, when
+    given, at most `max_batch_tokens` padded tokens (rows x longest) per batch; a row longer than the budget gets
+    a batch of its own."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches, current, longest = [], [], 0
+    for row in order.tolist():
+        grown = max(longest, lengths[row])
+        too_many_tokens = max_batch_tokens is not None and current and grown * (len(current) + 1) > max_batch_tokens
+        if current and (len(current) == batch_size or too_many_tokens):
+            batches.append(np.asarray(current))
+            current, grown = [], lengths[row]
+        current.append(row)
+        longest = grown
+    if current:
+        batches.append(np.asarray(current))
+    return batches
+
+
+def _with_fused_gelu(model):
+    """Swap transformers' `NewGELUActivation` (tanh GELU as six tensor ops) for `GELUTanh` (PyTorch's fused
+    kernel of the same function), in place; returns the model."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, NewGELUActivation):
+                setattr(module, name, GELUTanh())
+    return model
 
 
 def _effective_k(num_reports: int, k: int) -> int:

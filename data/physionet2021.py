@@ -33,6 +33,8 @@ CLI: `python -m data.physionet2021 ROOT --task dx` (or `--task id --ptbxl-root P
 
 from __future__ import annotations
 
+import logging
+
 import argparse
 import os
 from pathlib import Path
@@ -227,6 +229,7 @@ def print_identification_summary(dataset_dict: DatasetDict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the CLI shows the load summary
     parser = argparse.ArgumentParser(description="Load PhysioNet 2021 and print split sizes and class counts.")
     parser.add_argument("root", help="challenge-2021 folder (training/<source>/g*/ .hea + .mat)")
     parser.add_argument("--task", choices=("dx", "id"), default="dx")

@@ -22,6 +22,8 @@ without signals, `--database-csv FILE` to use another copy of ptbxl_database.csv
 
 from __future__ import annotations
 
+import logging
+
 import argparse
 import ast
 import os
@@ -258,6 +260,7 @@ def load_ptbxl(
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the CLI shows the load summary
     parser = argparse.ArgumentParser(description="Load PTB-XL and print split sizes and class counts.")
     parser.add_argument("root", help="PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/)")
     parser.add_argument("--task", choices=sorted(TASK_LABEL_SETS), default="super")

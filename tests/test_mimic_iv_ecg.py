@@ -188,3 +188,23 @@ def test_empty_split_and_all_dropped_shard_still_load(mimic_root, tmp_path):
     total = len(read_csv(mimic_root / "record_list.csv")) - 1
     assert len(dataset["train"]) == total - 3  # three one-record shards were dropped entirely
     assert len(list((out / "shards").iterdir())) == total
+
+
+def test_lazy_dataset_gets_the_same_n3s_column_as_the_converted_corpus(mimic_root, converted, tmp_path):
+    from data.n3s import add_n3s_column
+    from data.text_tower import build_tiny_t5
+
+    _, dataset = converted
+    validation = dataset["validation"]
+    encoder = build_tiny_t5(list(validation["report"]) * 3, tmp_path / "t5", vocab_size=64, d_model=16, d_ff=32)
+    lazy = CMELTMIMICLazyDataset(mimic_root, split="validation", valid_fraction=0.3, seed=0)
+    assert "n3s_negatives" not in lazy.column_names  # the pretraining script refuses N3S on it as it is
+    lazy.with_n3s(tmp_path / "lazy_cache", str(encoder), k=2)
+    assert "n3s_negatives" in lazy.column_names
+    column = add_n3s_column(validation, tmp_path / "corpus_cache", str(encoder), k=2)
+    expected = {row["study_id"]: list(row["n3s_negatives"]) for row in column}
+    kept = [item for item in (lazy[i] for i in range(len(lazy))) if item is not None]
+    assert kept
+    for item in kept:
+        assert list(item["n3s_negatives"]) == expected[item["study_id"]]
+        assert item["report_id"] not in item["n3s_negatives"]

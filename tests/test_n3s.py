@@ -119,3 +119,25 @@ def test_inconsistent_report_ids_are_rejected():
     dataset = Dataset.from_dict({"report": ["a", "b"], "report_id": [1, 1]})
     with pytest.raises(ValueError, match="two texts"):
         report_table_of(dataset)
+
+
+def test_length_batches_respect_rows_and_token_budget():
+    from data.n3s import length_batches
+
+    lengths = [5, 50, 7, 300, 6, 49, 8]
+    batches = length_batches(lengths, batch_size=3, max_batch_tokens=100)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for rows in batches:
+        assert len(rows) <= 3
+        assert len(rows) == 1 or max(lengths[r] for r in rows) * len(rows) <= 100
+    assert [lengths[r] for r in batches[-1]] == [300]  # longer than the budget: alone
+    flat = [lengths[r] for rows in batches for r in rows]
+    assert flat == sorted(lengths)  # ordered by length, so padding stays small
+
+
+def test_embeddings_do_not_depend_on_batching(encoder, reports):
+    from data.n3s import embed_reports
+
+    one_by_one = embed_reports(reports, encoder, batch_size=1)
+    budgeted = embed_reports(reports, encoder, batch_size=64, max_batch_tokens=64)
+    np.testing.assert_allclose(budgeted, one_by_one, atol=1e-5)

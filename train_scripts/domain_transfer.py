@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval_split", default="test", help="the split scored (default: test)")
     parser.add_argument("--descriptions", default=None, help="JSON {source code: text or [texts]} overriding single labels' prompts")
     args = parser.parse_args(argv)
+    from train_scripts.evaluation import is_main_process
+
+    if not is_main_process():
+        return None  # launched on several processes: the main one evaluates and writes, once
 
     descriptions = read_descriptions_file(args.descriptions) if args.descriptions else None
     data = data_from_args(args)

@@ -240,6 +240,13 @@ def describe_row(row: Mapping) -> str:
     return text
 
 
+def is_main_process() -> bool:
+    """True outside a multi-process launch, and on global rank 0 inside one (accelerate launch / torchrun set
+    RANK). The zero-shot, linear-probe and domain-transfer scripts evaluate on the main process only (the test sets
+    are small); the other processes return at once, so results and figures are written once."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def write_and_print_rows(output_dir, rows: list[dict]) -> Path:
     """The epilogue of every evaluation script: print each row (value, CI, baseline) and write results.json."""
     path = write_rows(Path(output_dir) / "results.json", rows)

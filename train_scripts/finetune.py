@@ -17,17 +17,24 @@ The test split is scored with the checkpoint of best validation metric (`load_be
 `--baseline random` fine-tunes the same architecture from seeded random weights with the same protocol; the
 result row carries both, with bootstrap 95 % intervals and the paired difference.
 Optional LoRA (`--lora_rank R`): adapters on the ECG attention projections q_proj / v_proj, the head trained fully.
+
+Every other `TrainingArguments` flag passes through to the `Trainer` (HfArgumentParser): `--bf16 true`,
+`--gradient_accumulation_steps 4`, `--warmup_steps 500`, `--report_to tensorboard`, `--deepspeed ds.json`,
+`--fsdp "full_shard auto_wrap"`, `--resume_from_checkpoint DIR`, ...; the protocol's own settings (epoch-wise
+evaluation and checkpoint selection) are their defaults. Under `accelerate launch` / `torchrun` training and the
+test-set prediction are distributed; results, figures and the model are written by the main process only.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments
 
 from data.ecg_store import decode_ecg
 from data.leads import LEAD_SETS, add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names  # noqa: F401
@@ -163,9 +170,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=None, help="default 5e-5 (Dx) / 1e-4 (identification)")
     parser.add_argument("--weight_decay", type=float, default=0.0)
     parser.add_argument("--lora_rank", type=int, default=None, help="train LoRA adapters of this rank instead of all weights")
-    parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    parser.add_argument("--dataloader_num_workers", type=int, default=2, help="loader processes per device")
     parser.add_argument("--save_model", action="store_true", help="save the best model (LoRA merged) to output_dir/model")
-    args = parser.parse_args(argv)
+    args, training_flags = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args.training_flags = training_flags
+    protocol_training_arguments(args, "check")  # unknown or malformed flags fail before anything is loaded
     lead_keep_mask(args.leads)  # fail before loading anything
     if args.epochs <= 0:
         raise ValueError(f"--epochs must be positive, got {args.epochs}")
@@ -174,17 +183,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def fine_tune_and_test(model, run_name: str, args, data, splits: dict, keep: np.ndarray) -> dict:
-    """Fine-tunes `model` with the paper's protocol and scores the test split with the best validation checkpoint.
-
-    Returns {"value", "metric", "trainer", "best_checkpoint", "best_validation", and "scores" (multi-label),
-    "correct" (identification: per-probe top-1 hit), "extra_metrics"}."""
-    identification = data.task == IDENTIFICATION
-    columns = ["ecg", "lead_mask", "identity", "role"] if identification else ["ecg", "lead_mask", "labels"]
-    train = splits["train"].filter(lambda role: role == "train", input_columns="role") if identification else splits["train"]
-    metric_name = "accuracy" if identification else ("challenge_score" if data.label_set == CINC_LABEL_SET else "macro_auroc")
-    learning_rate = args.learning_rate if args.learning_rate is not None else LEARNING_RATES[data.task]
-    training_args = TrainingArguments(
+def protocol_training_arguments(args, run_name: str, metric_name: str = "loss", learning_rate: float = 5e-5,
+                                identification: bool = False) -> TrainingArguments:
+    """The paper's protocol as `TrainingArguments` defaults (epoch-wise evaluation, best-validation checkpoint,
+    the script's batch / lr / seed flags), overridden by any `TrainingArguments` flag left in `args.training_flags`."""
+    parser = HfArgumentParser(TrainingArguments)
+    parser.set_defaults(
         output_dir=str(Path(args.output_dir) / "checkpoints" / run_name),
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.train_batch_size,
@@ -198,7 +202,7 @@ def fine_tune_and_test(model, run_name: str, args, data, splits: dict, keep: np.
         save_only_model=True,
         load_best_model_at_end=True,
         metric_for_best_model=metric_name,
-        greater_is_better=True,
+        greater_is_better=metric_name != "loss",
         remove_unused_columns=False,
         seed=args.seed,
         data_seed=args.seed,
@@ -208,6 +212,24 @@ def fine_tune_and_test(model, run_name: str, args, data, splits: dict, keep: np.
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=args.device == "cpu",
     )
+    (training_args,) = parser.parse_args_into_dataclasses(args=list(args.training_flags))
+    if identification and training_args.world_size > 1:
+        raise ValueError("patient identification fine-tuning evaluates gallery / probe matching in one process; "
+                         "run it without accelerate launch / torchrun")
+    return training_args
+
+
+def fine_tune_and_test(model, run_name: str, args, data, splits: dict, keep: np.ndarray) -> dict:
+    """Fine-tunes `model` with the paper's protocol and scores the test split with the best validation checkpoint.
+
+    Returns {"value", "metric", "trainer", "best_checkpoint", "best_validation", and "scores" (multi-label),
+    "correct" (identification: per-probe top-1 hit), "extra_metrics"}."""
+    identification = data.task == IDENTIFICATION
+    columns = ["ecg", "lead_mask", "identity", "role"] if identification else ["ecg", "lead_mask", "labels"]
+    train = splits["train"].filter(lambda role: role == "train", input_columns="role") if identification else splits["train"]
+    metric_name = "accuracy" if identification else ("challenge_score" if data.label_set == CINC_LABEL_SET else "macro_auroc")
+    learning_rate = args.learning_rate if args.learning_rate is not None else LEARNING_RATES[data.task]
+    training_args = protocol_training_arguments(args, run_name, metric_name, learning_rate, identification)
     collator = CMELTFinetuneCollator(keep, "identity" if identification else "labels")
     if identification:
         trainer = CMELTIdentificationTrainer(
@@ -224,7 +246,7 @@ def fine_tune_and_test(model, run_name: str, args, data, splits: dict, keep: np.
             eval_dataset=splits["validation"].with_format("numpy", columns=columns), data_collator=collator,
             compute_metrics=compute_metrics,
         )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     outcome = {"metric": metric_name, "trainer": trainer, "learning_rate": learning_rate,
                "best_checkpoint": trainer.state.best_model_checkpoint, "best_validation": trainer.state.best_metric}
     test = splits["test"]
@@ -292,6 +314,12 @@ def main(argv: list[str] | None = None) -> dict:
     test = splits["test"]
     trainer = outcome["trainer"]
     figures: dict = {}
+    if args.save_model:  # every process: FSDP / ZeRO-3 gather the full weights for the main process to write
+        if args.lora_rank is not None:
+            trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        trainer.save_model(str(output_dir / "model"))
+    if not trainer.is_world_process_zero():  # results, figures and the model card come from the main process
+        return None
     if not args.no_figures:
         tag = f"finetune_{data.name}_{args.leads}"
         if identification:
@@ -303,9 +331,6 @@ def main(argv: list[str] | None = None) -> dict:
             ).numpy()
             figures = save_evaluation_figures(output_dir, tag, test, data.codes, outcome["scores"], labels_of(test),
                                               embeddings, args.seed, lead_mask_override=keep)
-    if args.save_model:
-        saved = trainer.model.merge_and_unload() if args.lora_rank is not None else trainer.model
-        saved.save_pretrained(output_dir / "model")
 
     task, dataset = task_and_dataset(data.label_set, data.name) if not identification else ("physionet2021-id", "PhysioNet 2021")
     if identification and data.name != "physionet2021_id":

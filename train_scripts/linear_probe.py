@@ -271,6 +271,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--save_model", action="store_true", help="save each paper-protocol probe to output_dir/model_<fraction>")
     add_leads_argument(parser)
     args = parser.parse_args(argv)
+    from train_scripts.evaluation import is_main_process
+
+    if not is_main_process():
+        return None  # launched on several processes: the main one evaluates and writes, once
     fractions = [check_label_fraction(value) for value in args.label_fraction]
     keep = lead_keep_mask(args.leads)  # fail before loading anything
     if args.epochs < 1:

@@ -1,6 +1,6 @@
 """C-MELT pretraining.
 
-    accelerate launch train_scripts/pretrain.py configs/paper.yaml       # a converted MIMIC-IV-ECG corpus
+    accelerate launch --config_file configs/accelerate/ddp.yaml train_scripts/pretrain.py configs/paper.yaml
     python train_scripts/pretrain.py                                     # no arguments: the embedded demo
 
 Arguments come from the command line or one JSON / YAML file (`HfArgumentParser`): `CMELTModelArguments`,
@@ -15,21 +15,28 @@ fresh, which deletes the old checkpoints and model).
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from accelerate.logging import get_logger
 from datasets import load_from_disk
 from transformers import AutoModelForTextEncoding, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from data.collator import CMELTPretrainingCollator
 from data.ecg_store import write_json_atomically
+from model_card.generate import write_model_card
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
+from modeling_cmelt.modeling_cmelt import copy_hub_code
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
 from train_scripts.trainer import CMELTPretrainingTrainer, remove_stale_staging
+
+logger = get_logger(__name__)
 
 RUN_RECORD_FILE = "cmelt_run.json"
 # Training arguments that do not change what is trained: where and how often it logs, loader speed, hub upload.
@@ -40,7 +47,8 @@ _TRAINING_ARGS_NOT_COMPARED = (
     "log_level_replica", "log_on_each_node", "dataloader_num_workers", "dataloader_pin_memory",
     "dataloader_persistent_workers", "dataloader_prefetch_factor", "push_to_hub", "hub_model_id", "hub_strategy",
     "hub_token", "hub_private_repo", "hub_always_push", "hub_revision", "trackio_space_id", "eval_steps",
-    "per_device_eval_batch_size", "do_eval", "do_predict", "do_train",
+    "per_device_eval_batch_size", "do_eval", "do_predict", "do_train", "ddp_find_unused_parameters", "fsdp",
+    "fsdp_config", "deepspeed", "ddp_backend", "ddp_timeout", "use_cpu",
 )
 
 @dataclass
@@ -107,7 +115,19 @@ class CMELTTrainingArguments(TrainingArguments):
     adam_epsilon: float = field(default=1e-6, metadata={"help": "Adam epsilon"})
     weight_decay: float = field(default=0.01, metadata={"help": "decoupled weight decay"})
     max_steps: int = field(default=300_000, metadata={"help": "optimisation steps"})
-    per_device_train_batch_size: int = field(default=128, metadata={"help": "batch per device"})
+    per_device_train_batch_size: int = field(
+        default=128, metadata={"help": "batch per device (the most per device when --global_batch_size is set)"}
+    )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "samples per optimisation step over all processes (the paper: 128); per-device batch and "
+                  "gradient accumulation are derived from it and the number of processes"},
+    )
+    dataloader_num_workers: int = field(
+        default_factory=lambda: min(4, len(os.sched_getaffinity(0)) // 2 if hasattr(os, "sched_getaffinity") else 0),
+        metadata={"help": "loader processes per device (decoding and tokenising overlap the step); default: 4, or "
+                  "half the cores this process may use when fewer"},
+    )
     logging_steps: float = field(default=100, metadata={"help": "log every N steps"})
     save_steps: float = field(default=5000, metadata={"help": "checkpoint every N steps"})
     save_total_limit: int | None = field(default=3, metadata={"help": "checkpoints kept"})
@@ -146,6 +166,46 @@ def parse_arguments(argv: list[str]) -> tuple[CMELTModelArguments, CMELTDataArgu
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         return parser.parse_yaml_file(argv[0])
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def batch_split(global_batch_size: int, world_size: int, max_per_device: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) with per-device x accumulation x world = global: the largest
+    per-device batch that divides global / world and fits `max_per_device`; accumulation makes up the rest."""
+    if global_batch_size < 1 or global_batch_size % world_size:
+        raise ValueError(f"--global_batch_size {global_batch_size} must be a positive multiple of the "
+                         f"{world_size} processes")
+    per_process = global_batch_size // world_size
+    per_device = max(d for d in range(1, per_process + 1) if per_process % d == 0 and d <= max(1, max_per_device))
+    return per_device, per_process // per_device
+
+
+def apply_global_batch_size(training_args: CMELTTrainingArguments) -> None:
+    """Set `per_device_train_batch_size` and `gradient_accumulation_steps` from `global_batch_size` and the
+    number of processes (`batch_split`), so one optimisation step always sees the global batch; log the result.
+
+    Note: Siglep and ETM see one micro-batch (gathered over processes) at a time, so accumulation shrinks the
+    contrastive batch; prefer more processes or more memory per device to more accumulation."""
+    world = training_args.world_size
+    if training_args.global_batch_size is not None:
+        per_device, accumulation = batch_split(
+            training_args.global_batch_size, world, training_args.per_device_train_batch_size
+        )
+        training_args.per_device_train_batch_size = per_device
+        training_args.gradient_accumulation_steps = accumulation
+    global_batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * world
+    logger.info(
+        f"global batch {global_batch} = {training_args.per_device_train_batch_size} per device x "
+        f"{training_args.gradient_accumulation_steps} accumulation x {world} processes", main_process_only=True,
+    )
+
+
+def apply_unused_parameters(training_args: CMELTTrainingArguments, config: CMELTConfig) -> None:
+    """DDP must look for parameters without a gradient when a loss is switched off (ablations: e.g. no ETM or no
+    Siglep leaves projection heads or the fusion layers unused); the full model uses every parameter, and the
+    faster `find_unused_parameters=False` is kept. An explicit `--ddp_find_unused_parameters` wins."""
+    if training_args.ddp_find_unused_parameters is None:
+        all_losses = all(getattr(config, f"use_{name}") for name in ("mlm", "mem", "etm", "siglep"))
+        training_args.ddp_find_unused_parameters = not all_losses
 
 
 def build_model(model_args: CMELTModelArguments, config: CMELTConfig | None = None) -> CMELTForPreTraining:
@@ -195,16 +255,30 @@ def build_processor(model_args: CMELTModelArguments, config: CMELTConfig) -> CME
     return CMELTProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
-def save_model_folder(model: CMELTForPreTraining, processor: CMELTProcessor, output_dir: str | Path) -> Path:
-    """The final Hub-ready folder: config with auto_map, code, weights, processor and tokenizer."""
+def save_model_folder(trainer: CMELTPretrainingTrainer, processor: CMELTProcessor, output_dir: str | Path) -> Path:
+    """The final Hub-ready folder: weights, config with `auto_map`, code, processor (tokenizer and feature
+    extractor) and model card. Call it on every process: `trainer.save_model` gathers the full state dict under
+    FSDP (switched to FULL_STATE_DICT for this save, so the folder loads) and DeepSpeed ZeRO-3; the processor,
+    code and card are written by the main process only."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model.text_model, "merge_and_unload"):
         model.text_model = model.text_model.merge_and_unload()
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+    fsdp_plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if fsdp_plugin is not None:  # the sharded configs would be kept with the new type otherwise
+        fsdp_plugin.state_dict_config = fsdp_plugin.optim_state_dict_config = None
+        fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    # _internal_call: transformers would otherwise push `output_dir`'s parent now, before the processor, code and
+    # card are here; `pretrain` pushes this complete folder afterwards (`push_model_folder`)
+    trainer.save_model(str(output_dir), _internal_call=True)
+    if trainer.args.should_save:
+        copy_hub_code(output_dir)
+        processor.save_pretrained(output_dir)
+        write_model_card(output_dir)
+    trainer.accelerator.wait_for_everyone()
     return Path(output_dir)
 
 
-def _with_n3s(train_dataset, data_args: CMELTDataArguments):
+def _with_n3s(train_dataset, data_args: CMELTDataArguments, device: str | None = None):
     """The N3S column and report table, from the cache `cmelt-n3s` wrote (computed now if absent).
 
     The cache's manifest (written by `cmelt-n3s`) supplies the encoder, index type, max length and dtype it used,
@@ -220,8 +294,21 @@ def _with_n3s(train_dataset, data_args: CMELTDataArguments):
             "or --negatives random"
         )
     settings = {key: manifest[key] for key in ("index_type", "max_length", "dtype") if key in manifest}
-    train_dataset = add_n3s_column(train_dataset, cache_dir, encoder, k=data_args.n3s_k, **settings)
+    train_dataset = add_n3s_column(train_dataset, cache_dir, encoder, k=data_args.n3s_k, device=device, **settings)
     return train_dataset, ReportTable.load(cache_dir).texts
+
+
+def _require_n3s_column(train_dataset) -> None:
+    """Refuse N3S on a dataset without the candidates column: the collator would silently keep every pair aligned."""
+    from data.n3s import DEFAULT_COLUMN
+
+    columns = getattr(train_dataset, "column_names", None)
+    if columns is not None and DEFAULT_COLUMN not in columns:
+        raise ValueError(
+            f"--negatives n3s needs the {DEFAULT_COLUMN!r} column (run cmelt-n3s, or pass --dataset_path so it is "
+            f"computed); this dataset has {columns}. For CMELTMIMICLazyDataset call .with_n3s(...) first, or use "
+            "--negatives random"
+        )
 
 
 def run_settings(model, data_args: CMELTDataArguments, training_args: CMELTTrainingArguments) -> dict:
@@ -300,11 +387,17 @@ def pretrain(
         corpus = load_from_disk(data_args.dataset_path)
         train_dataset = corpus["train"] if "train" in corpus else corpus
         if data_args.negatives == "n3s" and report_texts is None:
-            train_dataset, report_texts = _with_n3s(train_dataset, data_args)
+            # one process embeds and searches (on its own device); the others then read its cache
+            with training_args.main_process_first(local=True, desc="N3S negatives"):
+                train_dataset, report_texts = _with_n3s(train_dataset, data_args, str(training_args.device))
+    if data_args.negatives == "n3s":
+        _require_n3s_column(train_dataset)
     if hasattr(train_dataset, "with_format"):
         train_dataset = train_dataset.with_format("numpy")  # whole arrays per row, not nested Python lists
     model = model or build_model(model_args)
     processor = processor or build_processor(model_args, model.config)
+    apply_global_batch_size(training_args)
+    apply_unused_parameters(training_args, model.config)
     collator = CMELTPretrainingCollator(
         processor=processor,
         report_texts=report_texts if data_args.negatives == "n3s" else None,
@@ -322,6 +415,7 @@ def pretrain(
         args=training_args,
         train_dataset=train_dataset,
         data_collator=collator,
+        processing_class=processor,  # every checkpoint carries the tokenizer and feature extractor
         zero_shot_evaluator=zero_shot_evaluator,
         zero_shot_eval_steps=zero_shot_eval_steps,
         tri_stage=training_args.tri_stage,
@@ -332,20 +426,22 @@ def pretrain(
         previous = _prepare_output_dir(output_dir, settings, training_args.overwrite_output_dir and trainer.is_world_process_zero())
         if trainer.is_world_process_zero():
             if remove_stale_staging(output_dir):
-                print(f"removed the partial checkpoint a killed run left in {output_dir}/.staging")
+                logger.warning(f"removed the partial checkpoint a killed run left in {output_dir}/.staging")
             if previous is None or not previous.get("finished"):
                 write_json_atomically(output_dir / RUN_RECORD_FILE, {"settings": settings, "finished": False})
     last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if previous is not None and previous.get("finished") and last_checkpoint:
-        print(f"{output_dir} already holds this finished run ({last_checkpoint}); nothing to do")
+        logger.warning(f"{output_dir} already holds this finished run ({last_checkpoint}); nothing to do")
         trainer._load_from_checkpoint(last_checkpoint)
         return trainer
     if last_checkpoint:
-        print(f"resuming from {last_checkpoint}")
+        logger.warning(f"resuming from {last_checkpoint}")
     trainer.train(resume_from_checkpoint=last_checkpoint)
+    save_model_folder(trainer, processor, output_dir / "model")
     if trainer.is_world_process_zero():
-        save_model_folder(trainer.model, processor, output_dir / "model")
         write_json_atomically(output_dir / RUN_RECORD_FILE, {"settings": settings, "finished": True})
+        if training_args.push_to_hub:
+            trainer.push_model_folder(output_dir / "model", commit_message="End of training")
     return trainer
 
 
@@ -360,7 +456,20 @@ def main(argv: list[str] | None = None) -> None:
         demo_main(argv)
         return
     model_args, data_args, training_args = parse_arguments(argv)
+    configure_logging(training_args)
     pretrain(model_args, data_args, training_args)
+
+
+def configure_logging(training_args: TrainingArguments) -> None:
+    """Scripts' logging: our modules (train_scripts, data) at INFO on the main process, WARNING on the others;
+    transformers at the level `--log_level` / `--log_level_replica` give this process."""
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    for name in ("__main__", "train_scripts", "data"):
+        logging.getLogger(name).setLevel(level)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 
 
 if __name__ == "__main__":

@@ -14,9 +14,13 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers import trainer as hf_trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, rotate_checkpoints
 
 STAGING_DIR = ".staging"
+# Checkpoint files that resume training but do not belong to the Hub model repo.
+_RESUME_ONLY_FILES = ["optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "training_args.bin",
+                      "trainer_state.json", "global_step*/**", "pytorch_model_fsdp*/**", "optimizer_*/**"]
 
 
 def remove_stale_staging(run_dir: str | os.PathLike) -> bool:
@@ -171,3 +175,42 @@ class CMELTPretrainingTrainer(Trainer):
             os.replace(staged, final)
             rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(os.path.join(run_dir, name))  # the final folder, never the staging one
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Upload the checkpoint folder itself as the Hub repo (it is complete: weights, config with `auto_map`,
+        code files, processor), without the resume-only files; with `hub_strategy` checkpoint / all_checkpoints
+        the whole checkpoint also goes to `last-checkpoint` / `checkpoint-N`. Called once the checkpoint has
+        been renamed into place (transformers' own call, from inside the staging write, is skipped)."""
+        if getattr(self, "_checkpoint_staging", None) is not None:
+            return
+        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+            return
+        if not self.args.hub_always_push and self.push_in_progress is not None and not self.push_in_progress.is_done():
+            return
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        message = f"Training in progress, step {self.state.global_step}"
+        jobs = [self._upload(checkpoint_folder, message, ignore_patterns=_RESUME_ONLY_FILES, run_as_future=True)]
+        if self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
+            path_in_repo = "last-checkpoint" if self.args.hub_strategy == HubStrategy.CHECKPOINT else os.path.basename(
+                checkpoint_folder)
+            jobs.append(self._upload(checkpoint_folder, message + ", checkpoint", path_in_repo=path_in_repo,
+                                     run_as_future=True))
+        if self.push_in_progress is None or self.push_in_progress.is_done():
+            self.push_in_progress = hf_trainer.PushInProgress(jobs)
+        else:
+            self.push_in_progress.jobs.extend(jobs)
+
+    def push_model_folder(self, folder: str | os.PathLike, commit_message: str = "End of training") -> None:
+        """Upload a finished model folder (main process; waits for the checkpoint uploads still running first)."""
+        if not self.is_world_process_zero():
+            return
+        self._finish_current_push()
+        self._upload(str(folder), commit_message, run_as_future=False)
+
+    def _upload(self, folder: str, message: str, **kwargs):
+        return hf_trainer.hf_api().upload_folder(
+            repo_id=self.hub_model_id, folder_path=folder, commit_message=message, token=self.args.hub_token,
+            revision=self.args.hub_revision, **kwargs,
+        )

@@ -241,6 +241,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hypothesis_template", default="{}", help="format applied to every prompt, e.g. 'ECG: {}'")
     add_leads_argument(parser)
     args = parser.parse_args(argv)
+    from train_scripts.evaluation import is_main_process
+
+    if not is_main_process():
+        return None  # launched on several processes: the main one evaluates and writes, once
     keep = lead_keep_mask(args.leads)  # fail before loading anything
 
     descriptions = read_descriptions_file(args.descriptions) if args.descriptions else None
