@@ -27,7 +27,7 @@ def test_ci_runs_a_readme_command_verbatim():
     readme = (REPO / "README.md").read_text()
     ci_command = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci_command in readme
-    assert 'pip install -e ".[cpu]" && python train_scripts/pretrain.py' in readme  # the demo line installs FAISS
+    assert 'pip install -e ".[cpu]" && python train_scripts/demo.py' in readme  # the demo line installs FAISS
 
 
 def test_readme_cpu_launch_line_is_the_tested_one():

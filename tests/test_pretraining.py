@@ -199,3 +199,11 @@ def test_sigkill_then_rerun_resumes_with_the_same_loss_curve(tmp_path, processor
     saved = {p.name for p in model_folder.iterdir()}
     assert {"config.json", "model.safetensors", "modeling_cmelt.py", "pipeline_cmelt.py"} <= saved
     assert {"tokenizer_config.json", "processor_config.json"} <= saved, saved
+
+
+def test_pretraining_without_a_corpus_points_to_the_demo():
+    """`cmelt-pretrain` is pretraining only (its --help shows the real flags); the demo is its own command."""
+    from train_scripts.pretrain import main
+
+    with pytest.raises(ValueError, match="cmelt-demo"):
+        main(["--output_dir", "/tmp/cmelt-no-corpus"])

@@ -1,7 +1,7 @@
 """The embedded default: C-MELT end to end on the built-in demo corpus, on a CPU, with nothing downloaded.
 
-    python train_scripts/pretrain.py                 # or: cmelt-pretrain
-    python train_scripts/pretrain.py --ablation      # also -N3S and -Siglep on the same budget, side by side
+    python train_scripts/demo.py                 # or: cmelt-demo
+    python train_scripts/demo.py --ablation      # also -N3S and -Siglep on the same budget, side by side
 
 1. write a synthetic corpus as a MIMIC-IV-ECG v1.0 tree (record_list.csv, machine_measurements.csv, WFDB files)
 2. convert it with the real converter (data.mimic_iv_ecg) and add the N3S column (data.n3s)

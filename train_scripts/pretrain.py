@@ -1,7 +1,6 @@
 """C-MELT pretraining.
 
     accelerate launch --config_file configs/accelerate/ddp.yaml train_scripts/pretrain.py configs/paper.yaml
-    python train_scripts/pretrain.py                                     # no arguments: the embedded demo
 
 Arguments come from the command line or one JSON / YAML file (`HfArgumentParser`): `CMELTModelArguments`,
 `CMELTDataArguments` and `CMELTTrainingArguments` (a `TrainingArguments`), whose defaults are the paper's optimiser row
@@ -383,7 +382,9 @@ def pretrain(
     set_seed(training_args.seed)
     if train_dataset is None:
         if data_args.dataset_path is None:
-            raise ValueError("pass --dataset_path (a converted corpus) or run with no arguments for the demo")
+            raise ValueError(
+                "pass --dataset_path (a corpus converted by cmelt-convert-mimic); the embedded demo is `cmelt-demo`"
+            )
         corpus = load_from_disk(data_args.dataset_path)
         train_dataset = corpus["train"] if "train" in corpus else corpus
         if data_args.negatives == "n3s" and report_texts is None:
@@ -446,15 +447,9 @@ def pretrain(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """With a corpus (`--dataset_path ...` or a JSON/YAML file): pretrain on it. Without: the embedded demo,
-    which takes its own flags (see train_scripts/demo.py)."""
+    """Pretrain on a converted corpus (`--dataset_path ...` or a JSON/YAML file of the same arguments). The embedded
+    demo, which needs no corpus, is its own command: `cmelt-demo` / `python train_scripts/demo.py`."""
     argv = sys.argv[1:] if argv is None else argv
-    has_config_file = len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml"))
-    if not has_config_file and not any(arg.split("=")[0] == "--dataset_path" for arg in argv):
-        from train_scripts.demo import main as demo_main
-
-        demo_main(argv)
-        return
     model_args, data_args, training_args = parse_arguments(argv)
     configure_logging(training_args)
     pretrain(model_args, data_args, training_args)
