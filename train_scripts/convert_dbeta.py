@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from modeling_cmelt import CMELTConfig, CMELTFeatureExtractor, CMELTForPreTraining, CMELTProcessor
-from modeling_cmelt.modeling_cmelt import sinusoidal_positions
+from modeling_cmelt.layers_cmelt import sinusoidal_positions
 
 # what the official repository states for its code and weights (its LICENSE file)
 OFFICIAL_LICENSE = "cc-by-nc-4.0"
