@@ -91,7 +91,7 @@ def check_row(row: Mapping, source: str) -> dict:
     ci95 = row.get("ci95")
     if ci95 is not None and (len(ci95) != 2 or any(_finite(bound) is None for bound in ci95)):
         raise ValueError(f"{source}: ci95 must be [lo, hi] or null, got {ci95!r}")
-    return {"dataset": row["task"], "split": "test", "leads": "12", **row, "leads": lead_set_name(row.get("leads"))}
+    return {"dataset": row["task"], "split": "test", **row, "leads": lead_set_name(row.get("leads"))}
 
 
 def read_results_file(path: Path, *, only_if_results: bool = False) -> list[dict]:
