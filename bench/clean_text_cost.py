@@ -10,7 +10,6 @@ each and the relative extra cost. Writes bench/results/clean_text_cost.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -21,7 +20,7 @@ import torch
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from machine import machine_info, write_result  # noqa: E402
 from pretrain_step import make_batch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "clean_text_cost.json"
@@ -77,9 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for key, value in result["results"].items():
         print(f"{key:<32}{value:>12}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS}")
+    write_result(RESULTS, result)
     return result
 
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from machine import machine_info, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{row['stage']:<28}{row['seconds']:>10.1f}")
     for key, value in result["results"].items():
         print(f"{key:<36}{value}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS}")
+    write_result(RESULTS, result)
     return result
 
 

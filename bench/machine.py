@@ -105,3 +105,15 @@ if __name__ == "__main__":
     import json
 
     print(json.dumps(machine_info(), indent=2))
+
+
+def write_result(path, result: dict):
+    """Write one benchmark's JSON (the schema bench/report.py reads) and say where: the one result writer."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return path

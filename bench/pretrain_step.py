@@ -13,7 +13,6 @@ bench/results/pretrain_step.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from machine import machine_info, write_result  # noqa: E402
 from train_scripts.profiling import matmul_ceiling  # noqa: E402  (one home: the demo prints it too)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pretrain_step.json"
@@ -99,9 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'metric':<36}{'value':>14}")
     for key, value in result["results"].items():
         print(f"{key:<36}{value:>14}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS}")
+    write_result(RESULTS, result)
     return result
 
 
