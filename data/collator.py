@@ -15,12 +15,14 @@ from typing import Literal
 import numpy as np
 import torch
 
+from modeling_cmelt.configuration_cmelt import CMELTConfig, CMELTECGConfig
+
 from .ecg_store import decode_ecg
 
 ReportLookup = Callable[[Sequence[int]], list[str]]
 
 
-def mask_token_id(tokenizer, fallback_token: str = "<extra_id_0>") -> int:
+def mask_token_id(tokenizer, fallback_token: str = CMELTConfig.mlm_mask_token) -> int:
     """The tokenizer's mask token, or for tokenizers without one (T5) `fallback_token` (the model config's
     `mlm_mask_token`, a sentinel by default)."""
     if getattr(tokenizer, "mask_token", None) is not None and tokenizer.mask_token_id is not None:
@@ -38,9 +40,9 @@ def mask_tokens(
     tokenizer,
     input_ids,
     attention_mask=None,
-    mlm_probability: float = 0.25,
+    mlm_probability: float = CMELTConfig.mlm_probability,
     generator: torch.Generator | None = None,
-    mask_token: str = "<extra_id_0>",
+    mask_token: str = CMELTConfig.mlm_mask_token,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT-style masking for the MLM objective: the one place the convention lives (training only, so it lives
     with the collator, as transformers keeps it in its data collators).
@@ -90,33 +92,51 @@ class CMELTPretrainingCollator:
         negatives: where a negative text comes from. "n3s": one of the row's `n3s_negatives` (the farthest
             reports); "random": the report of another row of the batch, drawn uniformly among those with a
             different report (the paper's -N3S ablation); "none": every pair stays aligned.
-        mlm_probability: fraction of report tokens masked.
-        mlm_mask_token: the token that replaces masked tokens when the tokenizer has no mask token (T5); use the
-            model config's `mlm_mask_token`.
-        lead_mask_prob: probability that each recorded lead is hidden (at least one lead always stays).
         negative_fraction: expected fraction of the batch whose text becomes a negative; the count is
             int(fraction * batch + U(0, 1)) as in the reference, so odd batches average out.
-        max_length: tokens kept per report.
         seed: base seed of every random draw.
         key_column: the column that identifies a row (for the per-batch seed).
-        ecg_num_tokens: tokens the model's conv stack makes (`config.ecg_config.num_tokens`); when given, the
+        config: the model's `CMELTConfig`, the one home of the masking settings below: each one left unset is read
+            from it (from `CMELTConfig`'s defaults when no config is given), so what is trained is what the saved
+            config and model card state.
+        mlm_probability: fraction of report tokens masked (`config.mlm_probability`).
+        mlm_mask_token: the token that replaces masked tokens when the tokenizer has no mask token (T5;
+            `config.mlm_mask_token`).
+        lead_mask_prob: probability that each recorded lead is hidden, at least one lead always staying
+            (`config.ecg_config.lead_mask_prob`).
+        max_length: tokens kept per report (`config.max_text_length`).
+        ecg_num_tokens: tokens the model's conv stack makes (`config.ecg_config.num_tokens`); when known, the
             collator also draws MEM's token-dropping noise, so the whole batch is reproducible.
     """
 
     processor: object
     report_texts: ReportLookup | None = None
     negatives: Literal["n3s", "random", "none"] = "n3s"
-    mlm_probability: float = 0.25
-    mlm_mask_token: str = "<extra_id_0>"
-    lead_mask_prob: float = 0.5
     negative_fraction: float = 0.5
-    max_length: int = 256
     seed: int = 0
     key_column: str = "study_id"
+    config: CMELTConfig | None = None
+    mlm_probability: float | None = None
+    mlm_mask_token: str | None = None
+    lead_mask_prob: float | None = None
+    max_length: int | None = None
     ecg_num_tokens: int | None = None
     skipped: int = field(default=0, init=False)
 
     def __post_init__(self):
+        # without a model config, the class defaults of the configs are the values
+        config = self.config if self.config is not None else CMELTConfig
+        ecg_config = self.config.ecg_config if self.config is not None else CMELTECGConfig
+        if self.mlm_probability is None:
+            self.mlm_probability = config.mlm_probability
+        if self.mlm_mask_token is None:
+            self.mlm_mask_token = config.mlm_mask_token
+        if self.lead_mask_prob is None:
+            self.lead_mask_prob = ecg_config.lead_mask_prob
+        if self.max_length is None:
+            self.max_length = config.max_text_length
+        if self.ecg_num_tokens is None and self.config is not None:
+            self.ecg_num_tokens = ecg_config.num_tokens
         if self.negatives not in ("n3s", "random", "none"):
             raise ValueError(f'negatives must be "n3s", "random" or "none"; got {self.negatives!r}')
         if self.negatives == "n3s" and self.report_texts is None:

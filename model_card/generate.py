@@ -317,7 +317,7 @@ def model_details_section(config: CMELTConfig, architecture: str, preset: str | 
             if used
         ]
         lines.append(
-            f"- **Pretraining objectives:** {', '.join(objectives) or 'none'}. MEM drops {ecg.mask_ratio:.0%} of "
+            f"- **Pretraining objectives:** {', '.join(objectives) or 'none'}. MEM drops {config.mem_mask_ratio:.0%} of "
             f"the ECG tokens, MLM masks {config.mlm_probability:.0%} of the report tokens, and random lead masking "
             f"uses p = {ecg.lead_mask_prob:g}."
         )

@@ -64,8 +64,8 @@ class CMELTECGConfig(PreTrainedConfig):
         layer_norm_eps (`float`): epsilon of every LayerNorm.
         num_conv_pos_embeddings (`int`): kernel size of the convolutional positional embedding.
         num_conv_pos_embedding_groups (`int`): groups of the convolutional positional embedding.
-        mask_ratio (`float`): fraction of tokens dropped before the transformer for masked ECG modelling (MAE-style).
-        lead_mask_prob (`float`): probability of zeroing each lead of a training input (random lead masking).
+        lead_mask_prob (`float`): probability of hiding each lead of a pretraining input (random lead masking); the
+            pretraining collator reads it from here, so the saved config and model card state what was trained.
         pooling (`str`): how `get_ecg_features` pools the sequence: "cls" (token 0) or "mean" (over real tokens).
         initializer_range (`float`): std of the normal initialiser.
     """
@@ -94,7 +94,6 @@ class CMELTECGConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     num_conv_pos_embeddings: int = 128
     num_conv_pos_embedding_groups: int = 16
-    mask_ratio: float = 0.75
     lead_mask_prob: float = 0.5
     pooling: Literal["cls", "mean"] = "cls"
     initializer_range: float = 0.02
@@ -110,8 +109,8 @@ class CMELTECGConfig(PreTrainedConfig):
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by {self.num_attention_heads} heads")
         if self.hidden_size % self.num_conv_pos_embedding_groups:
             raise ValueError("hidden_size must be divisible by num_conv_pos_embedding_groups")
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if not 0.0 <= self.lead_mask_prob <= 1.0:
+            raise ValueError(f"lead_mask_prob must be in [0, 1], got {self.lead_mask_prob}")
         if self.num_tokens < 1:
             raise ValueError(f"num_samples={self.num_samples} is too short for the conv stack {self.conv_kernel}")
 
@@ -141,7 +140,7 @@ class CMELTConfig(PreTrainedConfig):
         ecg_config (`CMELTECGConfig` or `dict`): the ECG tower.
         text_config (`PreTrainedConfig` or `dict`): the text tower; any encoder config with a `model_type`
             (T5 family: only the encoder is built). Defaults to the Flan-T5-base shape.
-        max_text_length (`int`): tokens per report the tokenizer keeps.
+        max_text_length (`int`): tokens per report the tokenizer keeps (pretraining collator, processor, pipeline).
         fusion_hidden_size (`int`): width of the cross-modal fusion layers.
         fusion_num_layers (`int`): fusion layers per modality (each: self-attn, cross-attn, feed-forward).
         fusion_num_attention_heads (`int`): heads of each fusion attention.
@@ -157,10 +156,13 @@ class CMELTConfig(PreTrainedConfig):
             reference code).
         mem_decoder_layer_norm_eps (`float`): epsilon of the MEM decoder's LayerNorms (reference: 1e-5).
         mem_fusion_layer (`int`): which fusion layer's ECG stream feeds the MEM decoder (1-based).
+        mem_mask_ratio (`float`): fraction of ECG tokens dropped before the transformer for masked ECG modelling
+            (MAE-style). Configs written before it moved here carry it as `ecg_config.mask_ratio`; that is read.
         mem_norm_target (`bool`): z-score each lead of the (cut) input record over its whole length, unbiased
             variance, before cutting it into target patches (the reference code's rule).
-        mlm_probability (`float`): fraction of report tokens masked for MLM.
-        mlm_mask_token (`str`): token that replaces masked text tokens when the tokenizer has no mask token (T5).
+        mlm_probability (`float`): fraction of report tokens masked for MLM (the pretraining collator reads it).
+        mlm_mask_token (`str`): token that replaces masked text tokens when the tokenizer has no mask token (T5; the
+            pretraining collator reads it).
         projection_dim (`int`, *optional*): size of the Siglep projections; defaults to `fusion_hidden_size`.
         siglep_head (`str`): how the Siglep embeddings are made from each tower's sequence. "fusion_projection"
             (reference code): the fusion's input projection (the same weights that feed fusion), then token 0
@@ -214,6 +216,7 @@ class CMELTConfig(PreTrainedConfig):
     mem_decoder_hidden_act: str = "quick_gelu"
     mem_decoder_layer_norm_eps: float = 1e-5
     mem_fusion_layer: int = 3
+    mem_mask_ratio: float = 0.75
     mem_norm_target: bool = True
     mlm_probability: float = 0.25
     mlm_mask_token: str = "<extra_id_0>"
@@ -240,7 +243,18 @@ class CMELTConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.projection_dim = self.projection_dim or self.fusion_hidden_size
+        self._read_legacy_mask_ratio()
         super().__post_init__(**kwargs)
+        self._read_legacy_mask_ratio()
+
+    def _read_legacy_mask_ratio(self) -> None:
+        """Configs saved before `mem_mask_ratio` moved to the top level carry it as `ecg_config.mask_ratio`
+        (a dict key before the sub-config is built, an extra attribute after): move it here."""
+        if isinstance(self.ecg_config, dict) and "mask_ratio" in self.ecg_config:
+            self.ecg_config = dict(self.ecg_config)
+            self.mem_mask_ratio = float(self.ecg_config.pop("mask_ratio"))
+        elif isinstance(self.ecg_config, PreTrainedConfig) and "mask_ratio" in vars(self.ecg_config):
+            self.mem_mask_ratio = float(vars(self.ecg_config).pop("mask_ratio"))
 
     def validate_architecture(self):
         """Part of `@strict` validation."""
@@ -250,6 +264,8 @@ class CMELTConfig(PreTrainedConfig):
             raise ValueError("mem_decoder_hidden_size must be divisible by mem_decoder_num_attention_heads")
         if self.use_mem and not 1 <= self.mem_fusion_layer <= self.fusion_num_layers:
             raise ValueError(f"mem_fusion_layer must be in 1..{self.fusion_num_layers}, got {self.mem_fusion_layer}")
+        if not 0.0 <= self.mem_mask_ratio < 1.0:
+            raise ValueError(f"mem_mask_ratio must be in [0, 1), got {self.mem_mask_ratio}")
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.siglep_head == "fusion_projection" and self.projection_dim != self.fusion_hidden_size:
@@ -338,9 +354,10 @@ _PRESETS: dict[str, dict] = {
             "attention_dropout": 0.0,
             "feat_proj_dropout": 0.0,
             "pooling": "mean",
+            "lead_mask_prob": 0.1,
         },
         "text_config": {
-            "vocab_size": 640,
+            "vocab_size": 600,  # SentencePiece pieces of the demo's tokenizer (data.text_tower.build_tiny_t5)
             "d_model": 128,
             "d_kv": 32,
             "d_ff": 256,

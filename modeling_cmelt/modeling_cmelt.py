@@ -584,7 +584,7 @@ class CMELTForPreTraining(CMELTModel):
         if config.siglep_duplicate_aware and (ecg_report_ids is None or text_report_ids is None):
             raise ValueError("siglep_duplicate_aware needs ecg_report_ids and text_report_ids (batch,)")
 
-        mask_ratio = config.ecg_config.mask_ratio if config.use_mem else 0.0
+        mask_ratio = config.mem_mask_ratio if config.use_mem else 0.0
         ecg_output = self.ecg_model(input_values, lead_mask=lead_mask, mask_ratio=mask_ratio, noise=noise)
         text_output, attention_mask = self.encode_text(input_ids, attention_mask)
         losses, outputs = {}, {}

@@ -16,6 +16,8 @@ from typing import Any
 
 from transformers import BatchFeature, ProcessorMixin
 
+from .configuration_cmelt import CMELTConfig
+
 _KEPT_BETWEEN_DIGITS = re.compile(r"(?<=\d)([.,/:])(?=\d)")
 _KEPT_BETWEEN_WORD_CHARS = re.compile(r"(?<=[^\W_])([-'])(?=[^\W_])")
 _KEPT_AFTER_DIGIT = re.compile(r"(?<=\d)([%+])")
@@ -70,7 +72,7 @@ class CMELTProcessor(ProcessorMixin):
         text: str | list[str] | None = None,
         sampling_rate: float | None = None,
         lead_names: list[str] | None = None,
-        max_length: int = 256,
+        max_length: int | None = None,
         padding: bool | str = "longest",
         truncation: bool = True,
         return_tensors: str | None = "pt",
@@ -80,7 +82,8 @@ class CMELTProcessor(ProcessorMixin):
         """ECGs and/or reports -> `input_values`, `lead_mask` and/or `input_ids`, `attention_mask`.
 
         Extra keyword arguments (orientation, units, adc_gain, return_sample_mask, hdf5_index) go to the feature
-        extractor. With `clean_text`, reports go through `clean_report` first (as in pretraining).
+        extractor. With `clean_text`, reports go through `clean_report` first (as in pretraining). `max_length`
+        defaults to `CMELTConfig.max_text_length` (pass the model config's when it differs).
         """
         if ecg is None and text is None:
             raise ValueError("CMELTProcessor needs `ecg`, `text` or both")
@@ -92,7 +95,8 @@ class CMELTProcessor(ProcessorMixin):
             if clean_text:
                 texts = [clean_report(item) for item in texts]
             data.update(
-                self.tokenizer(texts, max_length=max_length, padding=padding, truncation=truncation)
+                self.tokenizer(texts, max_length=max_length or CMELTConfig.max_text_length, padding=padding,
+                               truncation=truncation)
             )
         return BatchFeature(data, tensor_type=return_tensors)
 

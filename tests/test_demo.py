@@ -26,6 +26,9 @@ def test_demo_runs_end_to_end_and_its_folder_works(tmp_path, shared_data):
     entry = document["results"][0]
     assert document["schema"] == "cmelt-results/1"
     assert entry["protocol"] == "zero-shot" and 0.0 <= entry["value"] <= 1.0
+    # the demo's lead masking (its preset's 0.1) is what its config and card state
+    assert json.loads((folder / "config.json").read_text())["ecg_config"]["lead_mask_prob"] == 0.1
+    assert "random lead masking uses p = 0.1." in (folder / "README.md").read_text()
     header = yaml.safe_load((folder / "README.md").read_text().split("---")[1])
     assert header["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(entry["value"])
     # checkpoints were written on the way, and every one is complete
@@ -39,6 +42,29 @@ def test_demo_runs_end_to_end_and_its_folder_works(tmp_path, shared_data):
     # re-running reuses every finished stage (corpus, text tower, N3S cache) and resumes training
     [again] = demo_main(args)
     assert again["model_dir"] == folder
+
+
+@pytest.mark.slow
+def test_the_demo_card_reports_the_lead_masking_it_trained_with(tmp_path, monkeypatch):
+    """Issue 12: the demo trained with lead masking 0.1 while its card printed the config's 0.5."""
+    import train_scripts.pretrain as pretrain_module
+
+    used = []
+
+    class RecordingCollator(pretrain_module.CMELTPretrainingCollator):
+        def __call__(self, rows):
+            used.append(self.lead_mask_prob)
+            return super().__call__(rows)
+
+    monkeypatch.setattr(pretrain_module, "CMELTPretrainingCollator", RecordingCollator)
+    out = tmp_path / "demo"
+    demo_main(["--output_dir", str(out), "--num_subjects", "30", "--max_steps", "2", "--batch_size", "8",
+               "--eval_every", "100", "--n3s_k", "4", "--num_proc", "1", "--lead_mask_prob", "0.2",
+               "--real_data_dir", str(tmp_path / "absent")])
+    folder = out / "run" / "model"
+    assert used and set(used) == {0.2}  # what was trained
+    assert json.loads((folder / "config.json").read_text())["ecg_config"]["lead_mask_prob"] == 0.2  # what is saved
+    assert "random lead masking uses p = 0.2." in (folder / "README.md").read_text()  # what the card says
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.pipeline_cmelt import load_label_descriptions
 from modeling_cmelt.processing_cmelt import CMELTProcessor
+from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 from train_scripts import domain_transfer, finetune, linear_probe, zero_shot
 from train_scripts.datasets_registry import infer_label_set, load_evaluation_data
-from train_scripts.evaluation import CANONICAL_LEAD_NAMES, read_rows
+from train_scripts.evaluation import read_rows
 
 CODES = label_codes("cpsc2018")
 SIZES = {"train": 36, "validation": 12, "test": 18}
@@ -181,13 +182,13 @@ def test_lead_subsets_zero_the_other_leads_and_mask_them():
     values = torch.randn(3, 12, 5000) + 5.0  # no lead is zero by chance
     mask = torch.ones(3, 12, dtype=torch.bool)
     mask[1, 0] = False  # a lead already absent stays absent
-    expected = {"12": CANONICAL_LEAD_NAMES, "P-6": ("I", "II", "III", "aVR", "aVL", "aVF"), "P-3": ("I", "II", "V2"),
+    expected = {"12": CANONICAL_LEADS, "P-6": ("I", "II", "III", "aVR", "aVL", "aVF"), "P-3": ("I", "II", "V2"),
                 "P-2": ("I", "II"), "P-1": ("I",)}
     for lead_set, leads in expected.items():
         keep = finetune.lead_keep_mask(lead_set)
-        assert [CANONICAL_LEAD_NAMES[i] for i in np.flatnonzero(keep)] == list(leads)
+        assert [CANONICAL_LEADS[i] for i in np.flatnonzero(keep)] == list(leads)
         subset_values, subset_mask = finetune.apply_lead_subset(values, mask, keep)
-        for index, lead in enumerate(CANONICAL_LEAD_NAMES):
+        for index, lead in enumerate(CANONICAL_LEADS):
             if lead in leads:
                 assert torch.equal(subset_values[:, index], values[:, index])
                 assert torch.equal(subset_mask[:, index], mask[:, index])
@@ -223,7 +224,7 @@ def test_finetune_with_lora_trains_only_adapters_and_head(model_folder, dataset_
     (entry,) = read_rows(tmp_path / "results.json")
     extra = entry["details"]
     assert extra["lora_rank"] == 2 and 0 < extra["trainable_parameters"] < extra["total_parameters"] / 4
-    assert entry["leads"] == "12" and extra["leads"] == list(CANONICAL_LEAD_NAMES)
+    assert entry["leads"] == "12" and extra["leads"] == list(CANONICAL_LEADS)
 
 
 def identification_dataset(path) -> None:

@@ -7,9 +7,10 @@ import textwrap
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import BertConfig
 
-from modeling_cmelt import CMELTConfig, CMELTForECGClassification, CMELTForPreTraining, CMELTModel
+from modeling_cmelt import CMELTConfig, CMELTECGConfig, CMELTForECGClassification, CMELTForPreTraining, CMELTModel
 from modeling_cmelt.modeling_cmelt import CMELTECGModel
 
 BATCH, TEXT_LEN = 4, 10
@@ -46,7 +47,7 @@ def test_paper_config_is_the_default():
     assert (ecg.hidden_size, ecg.num_hidden_layers, ecg.num_attention_heads, ecg.intermediate_size) == (768, 8, 12, 3072)
     assert list(ecg.conv_dim) == [256] * 4 and list(ecg.conv_kernel) == [2] * 4 and list(ecg.conv_stride) == [2] * 4
     assert ecg.num_tokens == 312 and ecg.samples_per_token == 16
-    assert (ecg.num_conv_pos_embeddings, ecg.num_conv_pos_embedding_groups, ecg.mask_ratio) == (128, 16, 0.75)
+    assert (ecg.num_conv_pos_embeddings, ecg.num_conv_pos_embedding_groups, config.mem_mask_ratio) == (128, 16, 0.75)
     assert config.text_config.model_type == "t5" and config.text_config.d_model == 768
     assert config.text_config.vocab_size == 32128 and config.max_text_length == 256
     assert (config.fusion_num_layers, config.fusion_num_attention_heads, config.mem_fusion_layer) == (6, 12, 3)
@@ -57,6 +58,23 @@ def test_paper_config_is_the_default():
     )
     assert config.mlm_probability == 0.25
     assert not config.siglep_learnable_scale and not config.siglep_normalize
+
+
+def test_mem_mask_ratio_is_top_level_and_old_configs_still_load(tmp_path):
+    """MEM's token-drop ratio sits with the other `mem_*` fields; configs saved with `ecg_config.mask_ratio` keep it."""
+    config = CMELTConfig.from_preset("tiny", mem_mask_ratio=0.6)
+    assert config.mem_mask_ratio == 0.6 and not hasattr(config.ecg_config, "mask_ratio")
+    assert CMELTConfig.from_preset("tiny", ecg_config={"mask_ratio": 0.4}).mem_mask_ratio == 0.4
+    assert CMELTConfig(ecg_config=CMELTECGConfig(mask_ratio=0.3)).mem_mask_ratio == 0.3
+    CMELTConfig.from_preset("tiny").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved.pop("mem_mask_ratio")
+    saved["ecg_config"]["mask_ratio"] = 0.55  # the layout before the move
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = CMELTConfig.from_pretrained(tmp_path)
+    assert loaded.mem_mask_ratio == 0.55 and "mask_ratio" not in loaded.ecg_config.to_dict()
+    with pytest.raises(StrictDataclassClassValidationError, match="mem_mask_ratio"):
+        CMELTConfig.from_preset("tiny", mem_mask_ratio=1.0)
 
 
 def test_paper_model_parameter_counts_per_part():

@@ -110,6 +110,20 @@ def test_collator_skips_and_counts_corrupt_rows(processor):
         collator([None])
 
 
+def test_collator_reads_its_masking_settings_from_the_model_config(processor):
+    """The model config is the one home of lead masking, MLM probability / mask token and text length."""
+    from modeling_cmelt import CMELTConfig
+
+    config = CMELTConfig.from_preset("tiny", mlm_probability=0.4, max_text_length=12, ecg_config={"lead_mask_prob": 0.3})
+    collator = CMELTPretrainingCollator(processor, report_texts=lookup, config=config)
+    assert (collator.lead_mask_prob, collator.mlm_probability, collator.max_length) == (0.3, 0.4, 12)
+    assert collator.mlm_mask_token == config.mlm_mask_token and collator.ecg_num_tokens == config.ecg_config.num_tokens
+    assert collator(list(tiny_corpus(8)))["input_ids"].shape[1] <= 12
+    defaults = CMELTPretrainingCollator(processor, report_texts=lookup)  # no config: the config class's defaults
+    assert (defaults.lead_mask_prob, defaults.mlm_probability, defaults.max_length) == (0.5, 0.25, 256)
+    assert CMELTPretrainingCollator(processor, report_texts=lookup, config=config, lead_mask_prob=0.9).lead_mask_prob == 0.9
+
+
 def test_tri_stage_schedule_shape():
     total = 1000
     factors = [tri_stage_factor(step, total) for step in range(total + 50)]

@@ -62,7 +62,7 @@ def test_siglep_text_does_not_change_with_mlm_masking(head):
     assert not torch.allclose(first.loss_mlm, second.loss_mlm)  # fusion and MLM do see the masked text
     # and the Siglep text embedding is the dual encoder's embedding of the clean report
     text = model.get_text_features(clean, batch["attention_mask"]).pooler_output
-    ecg = model.get_ecg_features(batch["input_values"], batch["lead_mask"], mask_ratio=config.ecg_config.mask_ratio, noise=noise).pooler_output
+    ecg = model.get_ecg_features(batch["input_values"], batch["lead_mask"], mask_ratio=config.mem_mask_ratio, noise=noise).pooler_output
     torch.testing.assert_close(first.logits_per_ecg, ecg @ text.t())
 
 

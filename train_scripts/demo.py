@@ -31,7 +31,6 @@ import pandas as pd
 import torch
 from datasets import DatasetDict, Sequence, Value, load_from_disk
 
-from data.collator import CMELTPretrainingCollator  # noqa: F401  (re-exported for users reading this file)
 from data.mimic_iv_ecg import convert_mimic_iv_ecg
 from data.n3s import ReportTable, add_n3s_column
 from data.synthetic import DEMO_LABEL_PROMPTS, DEMO_LABELS, GENERATOR_VERSION, write_mimic_tree
@@ -68,7 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval_every", type=int, default=600, help="held-out zero-shot AUC every N steps")
     parser.add_argument("--num_proc", type=int, default=2, help="processes for conversion")
     parser.add_argument("--mask_ratio", type=float, default=None, help="MEM token-drop ratio (default: the preset's)")
-    parser.add_argument("--lead_mask_prob", type=float, default=0.1, help="random lead masking probability (paper: 0.5)")
+    parser.add_argument("--lead_mask_prob", type=float, default=None,
+                        help="random lead masking probability (default: the preset's, 0.1; paper: 0.5)")
     parser.add_argument("--duplicate_aware", action=argparse.BooleanOptionalAction, default=False,
                         help="Siglep counts identical reports in a batch as positives")
     parser.add_argument("--losses", nargs="+", default=["mlm", "mem", "etm", "siglep"],
@@ -87,7 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 STAGE_MARKER = ".demo_stage.json"
-TEXT_TOWER_SHAPE = {"vocab_size": 600, "d_model": 128, "num_layers": 2, "num_heads": 4, "d_ff": 256}
+# the tower `build_tiny_t5` makes: the demo preset's text shape (its one home)
+TEXT_TOWER_SHAPE = {key: CMELTConfig.from_preset("demo").text_config.to_dict()[key]
+                    for key in ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff")}
 
 
 def _normalised(parameters: dict) -> dict:
@@ -184,7 +186,9 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
         use_mem="mem" in args.losses,
         use_etm="etm" in args.losses,
         siglep_duplicate_aware=args.duplicate_aware,
-        **({"ecg_config": {"mask_ratio": args.mask_ratio}} if args.mask_ratio is not None else {}),
+        # the config is the home of both: the collator and the model card read them there
+        **({"ecg_config": {"lead_mask_prob": args.lead_mask_prob}} if args.lead_mask_prob is not None else {}),
+        **({"mem_mask_ratio": args.mask_ratio} if args.mask_ratio is not None else {}),
         **overrides.get("config", {}),
     )
     run_dir = out / (args.run_name if not overrides else args.run_name + name.lower().replace("-", "_"))
@@ -321,7 +325,7 @@ def _train(model, tokenizer, args, overrides, run_dir, corpus, table, evaluator)
         report_to="tensorboard",
         disable_tqdm=False,
     )
-    data_args = CMELTDataArguments(negatives=overrides.get("negatives", "n3s"), lead_mask_prob=args.lead_mask_prob)
+    data_args = CMELTDataArguments(negatives=overrides.get("negatives", "n3s"))
     trainer = pretrain(
         CMELTModelArguments(model_preset="demo"),
         data_args,

@@ -24,7 +24,6 @@ import numpy as np
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
-CANONICAL_LEAD_NAMES = CANONICAL_LEADS
 
 
 def available_metrics() -> list[str]:

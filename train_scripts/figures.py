@@ -11,7 +11,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from train_scripts.evaluation import CANONICAL_LEAD_NAMES
+from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 
 ECG_SAMPLING_RATE = 500
 PAPER_SPEED_MM_PER_S = 25.0
@@ -154,7 +154,7 @@ def plot_ecg_12lead(values, path, title: str | None = None, predictions=None,
     top-right corner, best score first.
     """
     signal = np.asarray(values, dtype=np.float64)
-    if signal.ndim != 2 or signal.shape[0] != len(CANONICAL_LEAD_NAMES) or signal.shape[1] < 4:
+    if signal.ndim != 2 or signal.shape[0] != len(CANONICAL_LEADS) or signal.shape[1] < 4:
         raise ValueError(f"values: expected (12, n_samples >= 4) in mV, canonical lead order, got shape {signal.shape}")
     if not np.isfinite(signal).all():
         raise ValueError("values: expected finite values (NaN or inf found)")
@@ -186,7 +186,7 @@ def plot_ecg_12lead(values, path, title: str | None = None, predictions=None,
         for y in np.arange(np.ceil(bottom / step) * step, top + 1e-9, step):
             axes.axhline(y, color=colour, linewidth=linewidth, zorder=0)
 
-    lead_index = {name: index for index, name in enumerate(CANONICAL_LEAD_NAMES)}
+    lead_index = {name: index for index, name in enumerate(CANONICAL_LEADS)}
     for column, leads in enumerate(PRINT_COLUMNS):
         start, stop = column * segment, (column + 1) * segment if column < len(PRINT_COLUMNS) - 1 else n_samples
         for row, lead in enumerate(leads):

@@ -33,7 +33,7 @@ from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.modeling_cmelt import copy_hub_code
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
-from train_scripts.trainer import CMELTPretrainingTrainer, remove_stale_staging
+from train_scripts.trainer import CMELTPretrainingTrainer, TriStageSchedule, remove_stale_staging
 
 logger = get_logger(__name__)
 
@@ -74,6 +74,16 @@ class CMELTModelArguments:
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q", "v"], metadata={"help": "text-tower modules given adapters (T5: q k v o)"}
     )
+    # written into the model config (their one home), which the collator reads and the saved card reports
+    lead_mask_prob: float | None = field(
+        default=None, metadata={"help": "random lead masking probability (default: the model config's, paper 0.5)"}
+    )
+    mlm_probability: float | None = field(
+        default=None, metadata={"help": "fraction of report tokens MLM masks (default: the model config's, 0.25)"}
+    )
+    max_text_length: int | None = field(
+        default=None, metadata={"help": "tokens kept per report (default: the model config's, 256)"}
+    )
 
 
 @dataclass
@@ -99,9 +109,6 @@ class CMELTDataArguments:
         },
     )
     negative_fraction: float = field(default=0.5, metadata={"help": "fraction of each batch given a negative text"})
-    lead_mask_prob: float = field(default=0.5, metadata={"help": "random lead masking probability"})
-    mlm_probability: float | None = field(default=None, metadata={"help": "default: the model config's (0.25)"})
-    max_text_length: int | None = field(default=None, metadata={"help": "default: the model config's (256)"})
 
 
 @dataclass
@@ -135,10 +142,15 @@ class CMELTTrainingArguments(TrainingArguments):
     report_to: None | str | list[str] = field(default="tensorboard", metadata={"help": "loggers"})
     tri_stage_schedule: bool = field(default=True, metadata={"help": "fairseq tri-stage lr (else lr_scheduler_type)"})
     tri_stage_ratios: list[float] = field(
-        default_factory=lambda: [0.1, 0.4, 0.5], metadata={"help": "warm-up / hold / decay fractions of max_steps"}
+        default_factory=lambda: [TriStageSchedule.warmup_ratio, TriStageSchedule.hold_ratio, TriStageSchedule.decay_ratio],
+        metadata={"help": "warm-up / hold / decay fractions of max_steps"},
     )
-    tri_stage_init_lr_scale: float = field(default=0.01, metadata={"help": "warm-up starts at this x lr"})
-    tri_stage_final_lr_scale: float = field(default=0.05, metadata={"help": "decay ends at this x lr"})
+    tri_stage_init_lr_scale: float = field(
+        default=TriStageSchedule.init_lr_scale, metadata={"help": "warm-up starts at this x lr"}
+    )
+    tri_stage_final_lr_scale: float = field(
+        default=TriStageSchedule.final_lr_scale, metadata={"help": "decay ends at this x lr"}
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "start fresh: delete the checkpoints, final model and run record already in output_dir"},
@@ -242,6 +254,19 @@ def build_model(model_args: CMELTModelArguments, config: CMELTConfig | None = No
         )
         model.text_model = get_peft_model(model.text_model, lora)
     return model
+
+
+def apply_config_settings(config: CMELTConfig, model_args: CMELTModelArguments) -> None:
+    """Write the batch settings given on the command line (lead masking, MLM probability, text length) into the
+    model config, their one home: the collator reads them from there and the saved config and card report them."""
+    if model_args.lead_mask_prob is not None:
+        config.ecg_config.lead_mask_prob = model_args.lead_mask_prob
+    if model_args.mlm_probability is not None:
+        config.mlm_probability = model_args.mlm_probability
+    if model_args.max_text_length is not None:
+        config.max_text_length = model_args.max_text_length
+    config.ecg_config.validate()
+    config.validate()
 
 
 def build_processor(model_args: CMELTModelArguments, config: CMELTConfig) -> CMELTProcessor:
@@ -396,6 +421,7 @@ def pretrain(
     if hasattr(train_dataset, "with_format"):
         train_dataset = train_dataset.with_format("numpy")  # whole arrays per row, not nested Python lists
     model = model or build_model(model_args)
+    apply_config_settings(model.config, model_args)
     processor = processor or build_processor(model_args, model.config)
     apply_global_batch_size(training_args)
     apply_unused_parameters(training_args, model.config)
@@ -403,13 +429,9 @@ def pretrain(
         processor=processor,
         report_texts=report_texts if data_args.negatives == "n3s" else None,
         negatives=data_args.negatives,
-        mlm_probability=data_args.mlm_probability or model.config.mlm_probability,
-        mlm_mask_token=model.config.mlm_mask_token,
-        lead_mask_prob=data_args.lead_mask_prob,
         negative_fraction=data_args.negative_fraction,
-        max_length=data_args.max_text_length or model.config.max_text_length,
         seed=training_args.seed,
-        ecg_num_tokens=model.config.ecg_config.num_tokens,
+        config=model.config,  # lead masking, MLM probability and mask token, text length, MEM's token count
     )
     trainer = CMELTPretrainingTrainer(
         model=model,

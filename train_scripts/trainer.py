@@ -9,6 +9,7 @@ import re
 import shutil
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -32,29 +33,41 @@ def remove_stale_staging(run_dir: str | os.PathLike) -> bool:
     return True
 
 
-def tri_stage_factor(
-    step: int,
-    num_training_steps: int,
-    warmup_ratio: float = 0.1,
-    hold_ratio: float = 0.4,
-    decay_ratio: float = 0.5,
-    init_lr_scale: float = 0.01,
-    final_lr_scale: float = 0.05,
-) -> float:
-    """fairseq's tri-stage schedule as a multiplier of the peak learning rate: linear warm-up from
-    `init_lr_scale`, hold at 1, exponential decay to `final_lr_scale`, then stay there."""
-    warmup = int(num_training_steps * warmup_ratio)
-    hold = int(num_training_steps * hold_ratio)
-    decay = int(num_training_steps * decay_ratio)
+@dataclass(frozen=True)
+class TriStageSchedule:
+    """fairseq's tri-stage learning-rate schedule; the defaults are the paper's (the one home of these numbers).
+
+    Args:
+        warmup_ratio: fraction of the steps spent warming up linearly from `init_lr_scale` x lr to lr.
+        hold_ratio: fraction of the steps held at the peak lr.
+        decay_ratio: fraction of the steps decaying exponentially to `final_lr_scale` x lr.
+        init_lr_scale: where the warm-up starts, as a multiple of the peak lr.
+        final_lr_scale: where the decay ends (and stays), as a multiple of the peak lr.
+    """
+
+    warmup_ratio: float = 0.1
+    hold_ratio: float = 0.4
+    decay_ratio: float = 0.5
+    init_lr_scale: float = 0.01
+    final_lr_scale: float = 0.05
+
+
+def tri_stage_factor(step: int, num_training_steps: int, **schedule) -> float:
+    """The tri-stage schedule (`TriStageSchedule(**schedule)`) as a multiplier of the peak learning rate: linear
+    warm-up from `init_lr_scale`, hold at 1, exponential decay to `final_lr_scale`, then stay there."""
+    settings = TriStageSchedule(**schedule)
+    warmup = int(num_training_steps * settings.warmup_ratio)
+    hold = int(num_training_steps * settings.hold_ratio)
+    decay = int(num_training_steps * settings.decay_ratio)
     if step < warmup:
-        return init_lr_scale + (1.0 - init_lr_scale) * step / warmup
+        return settings.init_lr_scale + (1.0 - settings.init_lr_scale) * step / warmup
     step -= warmup
     if step < hold:
         return 1.0
     step -= hold
     if step < decay:
-        return math.exp(math.log(final_lr_scale) * step / decay)
-    return final_lr_scale
+        return math.exp(math.log(settings.final_lr_scale) * step / decay)
+    return settings.final_lr_scale
 
 
 def get_tri_stage_schedule(optimizer: torch.optim.Optimizer, num_training_steps: int, **ratios) -> LambdaLR:
@@ -80,7 +93,7 @@ class CMELTPretrainingTrainer(Trainer):
         zero_shot_evaluator: optional callable(model) -> {metric: value}, run at every evaluation (e.g. held-out
             zero-shot macro AUC); its metrics are logged with the `eval_` prefix.
         zero_shot_eval_steps: run the evaluator every this many steps (None: only when asked).
-        tri_stage: keyword arguments of `tri_stage_factor` (ratios and scales); None keeps `args.lr_scheduler_type`.
+        tri_stage: fields of `TriStageSchedule` (ratios and scales); None keeps `args.lr_scheduler_type`.
     """
 
     def __init__(
