@@ -47,7 +47,7 @@ def test_demo_runs_end_to_end_and_its_folder_works(tmp_path, shared_data):
 @pytest.mark.slow
 def test_the_demo_card_reports_the_lead_masking_it_trained_with(tmp_path, monkeypatch):
     """Issue 12: the demo trained with lead masking 0.1 while its card printed the config's 0.5."""
-    import train_scripts.pretrain as pretrain_module
+    import train_scripts.pretraining as pretrain_module
 
     used = []
 

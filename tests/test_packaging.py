@@ -40,3 +40,77 @@ def test_readme_cpu_launch_line_is_the_tested_one():
     relative = [arg.replace(str(REPO) + "/", "") for arg in CPU_2PROC]
     line = "accelerate launch " + " ".join(relative) + " train_scripts/pretrain.py --use_cpu true"
     assert line in readme
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the import graph (issue 12): train_scripts -> data -> modeling_cmelt, model_card below modeling_cmelt only, and
+# no script imports another script
+
+PROJECT_PACKAGES = ("modeling_cmelt", "data", "train_scripts", "model_card")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(path): path for package in PROJECT_PACKAGES for path in (REPO / package).rglob("*.py")
+            if "metrics" not in path.relative_to(REPO).parts}
+
+
+def imported_modules(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Project modules `path` imports anywhere in it (function-level imports included; `from package import
+    module` counts as importing that module; relative imports resolved)."""
+    import ast
+
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name in modules)
+    return found
+
+
+def entry_point_scripts(modules: dict[str, Path]) -> set[str]:
+    """Modules under train_scripts/ that are commands: their `main` is a console script, or they run as __main__."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    registered = {line.split("=")[1].strip().split(":")[0]
+                  for line in config["options.entry_points"]["console_scripts"].strip().splitlines()}
+    return {name for name, path in modules.items() if name.startswith("train_scripts.")
+            and (name in registered or 'if __name__ == "__main__"' in path.read_text(encoding="utf-8"))}
+
+
+def test_no_module_imports_a_training_script():
+    modules = project_modules()
+    scripts = entry_point_scripts(modules)
+    assert {"train_scripts.pretrain", "train_scripts.demo", "train_scripts.zero_shot"} <= scripts
+    assert not scripts & {"train_scripts.pretraining", "train_scripts.scoring", "train_scripts.datasets_registry"}
+    offenders = {name: sorted(imported_modules(path, modules) & (scripts - {name})) for name, path in modules.items()}
+    assert not {name: found for name, found in offenders.items() if found}
+
+
+def test_imports_flow_one_way():
+    modules = project_modules()
+    allowed = {  # package -> the project packages it may import
+        "modeling_cmelt": {"modeling_cmelt"},
+        "model_card": {"model_card", "modeling_cmelt"},
+        "data": {"data", "modeling_cmelt"},
+        "train_scripts": {"train_scripts", "data", "modeling_cmelt", "model_card"},
+    }
+    upward = {}
+    for name, path in modules.items():
+        package = name.split(".")[0]
+        wrong = sorted(found for found in imported_modules(path, modules) if found.split(".")[0] not in allowed[package])
+        if wrong:
+            upward[name] = wrong
+    assert not upward

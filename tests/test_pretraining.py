@@ -146,7 +146,7 @@ RUNNER = textwrap.dedent(
     from modeling_cmelt import CMELTConfig, CMELTForPreTraining
     from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
     from modeling_cmelt.processing_cmelt import CMELTProcessor
-    from train_scripts.pretrain import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
+    from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
 
     output_dir, tokenizer_dir, _, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 

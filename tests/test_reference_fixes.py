@@ -136,7 +136,7 @@ def test_positional_conv_gets_the_reference_initialisation(model_class):
 
 
 def test_weight_decay_skips_tokens_type_embeddings_and_logit_scale(tmp_path):
-    from train_scripts.pretrain import CMELTTrainingArguments
+    from train_scripts.pretraining import CMELTTrainingArguments
     from train_scripts.trainer import CMELTPretrainingTrainer
 
     config = CMELTConfig.from_preset("tiny", siglep_learnable_scale=True, siglep_normalize=True)

@@ -25,7 +25,7 @@ from data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
-from train_scripts.pretrain import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
+from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
 
 REPORTS = [
     "sinus rhythm normal ecg",
@@ -177,7 +177,7 @@ def test_column_cache_key_includes_the_dtype(encoder, tmp_path):
 
 
 def test_cli_precompute_is_reused_by_pretraining_without_re_embedding(encoder, tmp_path, monkeypatch):
-    from train_scripts.pretrain import _with_n3s
+    from train_scripts.pretraining import _with_n3s
 
     corpus_dir = tmp_path / "corpus"
     DatasetDict({"train": corpus(seed=1), "validation": corpus(num_rows=10, seed=2, offset=100)}).save_to_disk(corpus_dir)

@@ -46,7 +46,7 @@ class RecordingHub:
 def test_push_to_hub_uploads_complete_final_folders(tmp_path, monkeypatch):
     from transformers import trainer as hf_trainer
 
-    from train_scripts.pretrain import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
+    from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
 
     hub = RecordingHub()
     monkeypatch.setattr(hf_trainer, "hf_api", lambda: hub)
@@ -81,7 +81,7 @@ def test_paper_yaml_gives_a_global_batch_of_128_on_any_number_of_processes(world
     import yaml
     from transformers import HfArgumentParser
 
-    from train_scripts.pretrain import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, batch_split
+    from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, batch_split
 
     settings = yaml.safe_load((Path(__file__).parent.parent / "configs" / "paper.yaml").read_text())
     assert settings.pop("bf16") is True  # TrainingArguments refuses bf16 on a machine without GPU

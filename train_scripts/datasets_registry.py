@@ -1,5 +1,6 @@
 """One table from a downstream dataset name to its loader and label set, plus the dataset / model arguments that
-every evaluation script (zero_shot, linear_probe, finetune, domain_transfer) shares.
+every evaluation script (zero_shot, linear_probe, finetune, domain_transfer) shares. A library module, not a command:
+the scripts import it, it imports no script.
 
     --dataset ptbxl_super --root /data/ptb-xl        # run the loader (cached by the datasets library)
     --dataset_path runs/cpsc2018                      # a DatasetDict saved with `save_to_disk` (e.g. by a loader CLI)

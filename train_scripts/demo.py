@@ -41,9 +41,10 @@ from modeling_cmelt.processing_cmelt import CMELTProcessor
 from model_card.generate import write_model_card
 from train_scripts.evaluation import current_commit, result_row, write_rows
 from train_scripts.out_of_generator import format_out_of_generator, out_of_generator_check
-from train_scripts.pretrain import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
+from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
 from train_scripts.profiling import StageTimer, fastest_thread_count, matmul_ceiling
-from train_scripts.zero_shot import ecg_embeddings, evaluate_zero_shot, save_evaluation_figures
+from train_scripts.figures import save_evaluation_figures
+from train_scripts.scoring import ecg_embeddings, evaluate_zero_shot
 
 VARIANTS = {
     "C-MELT": {},

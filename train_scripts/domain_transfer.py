@@ -38,13 +38,13 @@ from train_scripts.evaluation import (
     task_and_dataset,
     write_and_print_rows,
 )
-from train_scripts.linear_probe import labels_of
-from train_scripts.zero_shot import (
+from train_scripts.figures import save_evaluation_figures
+from train_scripts.scoring import (
     ecg_embeddings,
+    labels_of,
     load_dual_encoder,
     random_baseline_scores,
     read_descriptions_file,
-    save_evaluation_figures,
     zero_shot_scores,
 )
 

@@ -60,7 +60,7 @@ def embed_records(args: argparse.Namespace):
     from data.ecg_store import LEAD_MASK_FEATURE
     from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
     from train_scripts.datasets_registry import device_from_args
-    from train_scripts.zero_shot import load_dual_encoder
+    from train_scripts.scoring import load_dual_encoder
 
     paths = collect_record_paths(args.inputs, args.path_column)
     texts_by_path = csv_column_by_path(args.inputs, args.path_column, args.text_column) if args.text_column else {}

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
-
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
 

@@ -1,16 +1,19 @@
-"""Figures for evaluation reports: ROC curves, t-SNE of embeddings, and a calibrated 12-lead ECG print.
+"""Figures for evaluation reports: ROC curves, t-SNE of embeddings, and a calibrated 12-lead ECG print; and
+`save_evaluation_figures`, the set every evaluation script writes beside its results.json.
 
 All functions draw on a `matplotlib.figure.Figure` (the pyplot-free API, so importing this module never changes
 the user's matplotlib backend), write a PNG to `path` (parent folders are created) and return the path.  Bad
 input shapes raise ValueError.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from data.ecg_store import decode_ecg
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 
 ECG_SAMPLING_RATE = 500
@@ -213,3 +216,82 @@ def plot_ecg_12lead(values, path, title: str | None = None, predictions=None,
     figure.text(0.99, 0.01, f"{PAPER_SPEED_MM_PER_S:g} mm/s, {GAIN_MM_PER_MV:g} mm/mV, {sampling_rate} Hz",
                 ha="right", fontsize=7)
     return _save(figure, path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the figures of every evaluation script
+
+TSNE_MAX_POINTS = 2000
+TOP_PREDICTIONS_SHOWN = 3
+
+
+def example_row(references: np.ndarray | None) -> int:
+    """Index of the row shown in the 12-lead figure: the first with a positive label (else the first)."""
+    if references is not None and len(references) and references.ndim == 2:
+        positive = np.flatnonzero(references.sum(axis=1) > 0)
+        if positive.size:
+            return int(positive[0])
+    return 0
+
+
+def save_evaluation_figures(
+    output_dir,
+    prefix: str,
+    dataset,
+    codes: Sequence[str],
+    scores: np.ndarray | None = None,
+    references: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
+    seed: int = 0,
+    lead_mask_override: np.ndarray | None = None,
+) -> dict[str, str]:
+    """ROC curves per label, t-SNE of `embeddings` coloured by label and a 12-lead print of one example ECG with its
+    top predicted labels, as `<output_dir>/<prefix>_{roc,tsne,example_ecg}.png`. Returns {figure: file name}
+    (relative to `output_dir`, where results.json lives, so a results folder can be moved as a whole).
+
+    `references` / `scores` are (n, len(codes)); the t-SNE uses a seeded subset of at most 2000 rows. A figure
+    that cannot be drawn (e.g. fewer than 4 rows for t-SNE) is left out with a printed reason, never an error.
+    `lead_mask_override`: (12,) bool; leads that are False are drawn as zero (fine-tuning on a lead subset).
+    """
+    output_dir = Path(output_dir)
+    written: dict[str, str] = {}
+    codes = list(codes)
+    if scores is not None and references is not None:
+        scorable = [column for column in range(len(codes)) if references[:, column].min() != references[:, column].max()]
+        if scorable:
+            written["roc"] = str(plot_roc_curves(
+                references[:, scorable], scores[:, scorable], [codes[c] for c in scorable], output_dir / f"{prefix}_roc.png"
+            ))
+        else:
+            print(f"figures: no ROC curves for {prefix}: no label has both positives and negatives")
+    if embeddings is not None:
+        if len(embeddings) >= 4:
+            rows = np.arange(len(embeddings))
+            if len(rows) > TSNE_MAX_POINTS:
+                rows = np.sort(np.random.default_rng(seed).choice(rows, TSNE_MAX_POINTS, replace=False))
+            colours = references[rows] if references is not None else np.zeros(len(rows), dtype=int)
+            names = codes if references is not None else ["all"]
+            written["tsne"] = str(plot_embedding_tsne(
+                np.asarray(embeddings)[rows], colours, names, output_dir / f"{prefix}_tsne.png", seed=seed
+            ))
+        else:
+            print(f"figures: no t-SNE for {prefix}: {len(embeddings)} rows (at least 4 needed)")
+    if len(dataset):
+        index = example_row(references)
+        row = dataset.with_format("numpy", columns=["ecg", "lead_mask"])[index]
+        values = decode_ecg(row["ecg"])
+        mask = np.asarray(row["lead_mask"], dtype=bool)
+        if lead_mask_override is not None:
+            mask = mask & np.asarray(lead_mask_override, dtype=bool)
+        values = values * mask[:, None]
+        predictions = None
+        if scores is not None:
+            best = np.argsort(-scores[index], kind="stable")[:TOP_PREDICTIONS_SHOWN]
+            predictions = [(codes[column], float(scores[index, column])) for column in best]
+        truth = [codes[c] for c in np.flatnonzero(references[index])] if references is not None else []
+        record = dataset[index].get("record_id", index) if "record_id" in dataset.column_names else index
+        title = f"record {record}" + (f" - labels: {', '.join(truth)}" if truth else "")
+        written["example_ecg"] = str(plot_ecg_12lead(
+            values, output_dir / f"{prefix}_example_ecg.png", title=title, predictions=predictions
+        ))
+    return {figure: Path(path).name for figure, path in written.items()}

@@ -57,8 +57,8 @@ from train_scripts.evaluation import (
     task_and_dataset,
     write_and_print_rows,
 )
-from train_scripts.linear_probe import encoder_features, labels_of
-from train_scripts.zero_shot import save_evaluation_figures
+from train_scripts.figures import save_evaluation_figures
+from train_scripts.scoring import encoder_features, labels_of
 
 LEARNING_RATES = {CLASSIFICATION: 5e-5, IDENTIFICATION: 1e-4}
 CINC_LABEL_SET = "physionet2021"

@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def label_texts_from_args(args: argparse.Namespace) -> dict[str, list[str]]:
     """{label: prompts} from --labels / --label-set / --descriptions (pipeline precedence: user texts first)."""
-    from train_scripts.zero_shot import read_descriptions_file
+    from train_scripts.scoring import read_descriptions_file
 
     descriptions = read_descriptions_file(args.descriptions) if args.descriptions else None
     if args.labels is not None:
@@ -81,7 +81,7 @@ def score_rows(batch, scores: np.ndarray, labels: list[str], keep: np.ndarray, t
 def label_records(args: argparse.Namespace) -> list[dict]:
     from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
     from train_scripts.datasets_registry import device_from_args
-    from train_scripts.zero_shot import load_dual_encoder
+    from train_scripts.scoring import load_dual_encoder
 
     paths = collect_record_paths(args.inputs, args.path_column)
     keep = lead_keep_mask(args.leads)

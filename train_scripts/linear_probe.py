@@ -36,7 +36,8 @@ from train_scripts.datasets_registry import (
     require_split,
 )
 from train_scripts.evaluation import load_metric
-from train_scripts.zero_shot import ecg_batches, save_evaluation_figures
+from train_scripts.figures import save_evaluation_figures
+from train_scripts.scoring import encoder_features, labels_of
 
 SELECTION_NOTE = (
     "test macro AUROC at the epoch of best validation macro AUROC (earliest on ties); not the maximum of test "
@@ -64,25 +65,6 @@ def load_probe_model(folder, codes: Sequence[str], device):
     )
     model.freeze_ecg_encoder()
     return model.to(device).eval()
-
-
-@torch.no_grad()
-def encoder_features(model, dataset, batch_size: int = 64, progress: bool = True, transform=None) -> torch.Tensor:
-    """(len(dataset), hidden_size) pooled ECG-encoder outputs of a `CMELTForECGClassification` (its classifier's
-    input), in eval mode. `transform(input_values, lead_mask) -> (input_values, lead_mask)` edits each batch first
-    (e.g. `finetune.apply_lead_subset`)."""
-    was_training = model.ecg_model.training
-    model.ecg_model.eval()
-    device = next(model.parameters()).device
-    features = []
-    for input_values, lead_mask in ecg_batches(dataset, batch_size, device, progress, "encoder features"):
-        if transform is not None:
-            input_values, lead_mask = transform(input_values, lead_mask)
-        features.append(model.ecg_model(input_values, lead_mask=lead_mask).pooler_output.float().cpu())
-    model.ecg_model.train(was_training)
-    if not features:
-        return torch.zeros(0, model.config.ecg_config.hidden_size)
-    return torch.cat(features)
 
 
 def select_best_epoch(history: Sequence[dict], key: str = "validation_macro_auroc") -> int:
@@ -149,10 +131,6 @@ def train_linear_head(
             best_validation = value
             best = {"state": copy.deepcopy(head.state_dict()), "epoch": epoch}
     return history, best
-
-
-def labels_of(dataset) -> np.ndarray:
-    return np.asarray(dataset.with_format("numpy")["labels"], dtype=np.float32)
 
 
 LOGREG_C_GRID = (0.01, 0.1, 1.0, 10.0)

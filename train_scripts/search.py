@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import pandas as pd
 
     from train_scripts.datasets_registry import device_from_args
-    from train_scripts.zero_shot import load_dual_encoder
+    from train_scripts.scoring import load_dual_encoder
 
     args = parse_args(argv)
     folder = Path(args.embeddings)

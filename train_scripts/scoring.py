@@ -1,0 +1,142 @@
+"""Scoring a saved C-MELT model on a labelled dataset: ECG batches and embeddings, zero-shot scores and their
+evaluation, encoder features, the dual encoder of a model folder, a user's prompt file and the label matrix.
+
+The library behind the evaluation scripts (zero_shot, linear_probe, finetune, domain_transfer, label, embed, search)
+and the demo; it is not a script itself. The scoring is the pipeline's (`modeling_cmelt.pipeline_cmelt`): label
+embeddings = mean of their prompts' embeddings, score = sigmoid(scale * ecg . label + bias). Here it runs in
+batches over a `datasets.Dataset` whose rows hold `ecg` (int16 uV, 12 x 5000), `lead_mask` and a multi-hot `labels`
+vector.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from data.ecg_store import decode_ecg
+from data.leads import apply_lead_subset
+from modeling_cmelt import CMELTModel
+from modeling_cmelt.pipeline_cmelt import encode_label_texts, zero_shot_logits
+from train_scripts.evaluation import load_metric, random_init_like
+
+
+def ecg_batches(dataset, batch_size: int, device, progress: bool = True, description: str = "ECG embeddings"):
+    """Yields (input_values float32 mV (b, 12, 5000), lead_mask bool (b, 12)) tensors on `device`, in row order."""
+    columns = dataset.with_format("numpy", columns=["ecg", "lead_mask"])
+    for start in tqdm(range(0, len(dataset), batch_size), desc=description, disable=not progress):
+        rows = columns[start : start + batch_size]
+        input_values = torch.from_numpy(decode_ecg(rows["ecg"])).to(device)
+        lead_mask = torch.from_numpy(np.asarray(rows["lead_mask"], dtype=bool)).to(device)
+        yield input_values, lead_mask
+
+
+@torch.no_grad()
+def ecg_embeddings(model, dataset, batch_size: int = 64, progress: bool = True, keep=None) -> torch.Tensor:
+    """(len(dataset), projection_dim) ECG embeddings of a dataset with `ecg` and `lead_mask` columns.
+
+    `keep`: (12,) bool lead subset (`data.leads.lead_keep_mask`); the other leads are zeroed and masked."""
+    model.eval()
+    embeds = []
+    for input_values, lead_mask in ecg_batches(dataset, batch_size, model.device, progress):
+        if keep is not None:
+            input_values, lead_mask = apply_lead_subset(input_values, lead_mask, keep)
+        embeds.append(model.get_ecg_features(input_values, lead_mask=lead_mask).pooler_output.float().cpu())
+    return torch.cat(embeds)
+
+
+@torch.no_grad()
+def zero_shot_scores(
+    model, tokenizer, dataset, label_texts: Mapping[str, Sequence[str]], batch_size: int = 64, progress: bool = True,
+    embeddings: torch.Tensor | None = None,
+) -> np.ndarray:
+    """(len(dataset), len(label_texts)) sigmoid scores, columns in the order of `label_texts`.
+
+    `embeddings`: the dataset's `ecg_embeddings`, when already computed (then the ECG tower is not run again)."""
+    label_embeds = encode_label_texts(model, tokenizer, label_texts).float().cpu()
+    if embeddings is None:
+        embeddings = ecg_embeddings(model, dataset, batch_size, progress)
+    logits = zero_shot_logits(model, embeddings.float().cpu(), label_embeds)
+    return logits.sigmoid().numpy()
+
+
+def evaluate_zero_shot(
+    model, tokenizer, dataset, label_texts: Mapping[str, Sequence[str]], label_names: Sequence[str] | None = None,
+    batch_size: int = 64, progress: bool = True, embeddings: torch.Tensor | None = None,
+) -> dict:
+    """Macro AUROC (and per-class AUROC) of zero-shot scores against the dataset's multi-hot `labels`.
+
+    `label_names` gives the order of the `labels` columns (default: the keys of `label_texts`); each scored label
+    must be one of them."""
+    label_names = list(label_names or label_texts)
+    missing = [label for label in label_texts if label not in label_names]
+    if missing:
+        raise ValueError(f"labels {missing} have prompts but no column in the dataset's labels {label_names}")
+    scores = zero_shot_scores(model, tokenizer, dataset, label_texts, batch_size, progress, embeddings)
+    references = labels_of(dataset)[:, [label_names.index(label) for label in label_texts]]
+    result = load_metric("macro_auroc").compute(
+        references=references, predictions=scores, label_names=list(label_texts)
+    )
+    return {
+        "macro_auroc": result["macro_auroc"], "per_class": result["per_class"], "scores": scores,
+        "skipped_classes": result["skipped_classes"],
+    }
+
+
+@torch.no_grad()
+def encoder_features(model, dataset, batch_size: int = 64, progress: bool = True, transform=None) -> torch.Tensor:
+    """(len(dataset), hidden_size) pooled ECG-encoder outputs of a `CMELTForECGClassification` (its classifier's
+    input), in eval mode. `transform(input_values, lead_mask) -> (input_values, lead_mask)` edits each batch first
+    (e.g. `finetune.apply_lead_subset`)."""
+    was_training = model.ecg_model.training
+    model.ecg_model.eval()
+    device = next(model.parameters()).device
+    features = []
+    for input_values, lead_mask in ecg_batches(dataset, batch_size, device, progress, "encoder features"):
+        if transform is not None:
+            input_values, lead_mask = transform(input_values, lead_mask)
+        features.append(model.ecg_model(input_values, lead_mask=lead_mask).pooler_output.float().cpu())
+    model.ecg_model.train(was_training)
+    if not features:
+        return torch.zeros(0, model.config.ecg_config.hidden_size)
+    return torch.cat(features)
+
+
+def labels_of(dataset) -> np.ndarray:
+    """The dataset's multi-hot `labels` column as a float32 (rows, labels) matrix."""
+    return np.asarray(dataset.with_format("numpy")["labels"], dtype=np.float32)
+
+
+def read_descriptions_file(path) -> dict[str, list[str]]:
+    """A user's prompts: JSON {code: text or [texts]}."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"--descriptions {path}: expected a JSON file {{code: text or [texts]}} ({error})") from error
+    if not isinstance(document, dict) or not all(
+        isinstance(value, str) or (isinstance(value, list) and all(isinstance(text, str) for text in value))
+        for value in document.values()
+    ):
+        raise ValueError(f"--descriptions {path}: expected a JSON object {{code: text or [texts]}}")
+    return document
+
+
+def load_dual_encoder(folder, device):
+    """The dual encoder (`CMELTModel`) and tokenizer of a saved model folder, in eval mode on `device`."""
+    model = CMELTModel.from_pretrained(folder).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def random_baseline_scores(model_folder, tokenizer, device, test, texts, args, keep=None) -> np.ndarray | None:
+    """With `--baseline random`: zero-shot scores of the same architecture with seeded random weights (else None),
+    on the same lead subset `keep`."""
+    if args.baseline != "random":
+        return None
+    baseline = random_init_like(CMELTModel, model_folder, args.seed).to(device).eval()
+    embeddings = ecg_embeddings(baseline, test, args.batch_size, not args.no_progress, keep)
+    return zero_shot_scores(baseline, tokenizer, test, texts, args.batch_size, embeddings=embeddings)
