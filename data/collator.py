@@ -17,7 +17,7 @@ import torch
 
 from modeling_cmelt.configuration_cmelt import CMELTConfig, CMELTECGConfig
 
-from .ecg_store import decode_ecg
+from .ecg_store import ecg_batch_tensor
 
 ReportLookup = Callable[[Sequence[int]], list[str]]
 
@@ -163,9 +163,9 @@ class CMELTPretrainingCollator:
         rng = self._generator(usable)
         batch = len(usable)
 
-        ecgs = np.stack([np.asarray(row["ecg"]) for row in usable])
-        input_values = torch.from_numpy(decode_ecg(ecgs) if ecgs.dtype.kind in "iu" else ecgs.astype(np.float32))
-        recorded = np.stack([np.asarray(row.get("lead_mask", [True] * ecgs.shape[1]), dtype=bool) for row in usable])
+        input_values = ecg_batch_tensor([row["ecg"] for row in usable])
+        num_leads = input_values.shape[1]
+        recorded = np.stack([np.asarray(row.get("lead_mask", [True] * num_leads), dtype=bool) for row in usable])
         lead_mask = recorded & (rng.random(recorded.shape) >= self.lead_mask_prob)
         empty = ~lead_mask.any(axis=1)  # keep one recorded lead so no ECG becomes all zeros
         for i in np.flatnonzero(empty):

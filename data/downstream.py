@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,8 @@ from typing import Iterable, Iterator
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
-from data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, encode_ecg
+from data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, read_record, stored_ecg, worker_pool
+from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from data.splits import random_split_indices
 
 _SEGMENT_MODES = ("all", "first_two", "random_crop")
@@ -134,30 +133,6 @@ class RecordJob:
     crop_seed: int = 0
 
 
-def classify_read_error(error: Exception) -> str:
-    """A short, countable reason for a reading failure."""
-    message = str(error).lower()
-    if "not found" in message or isinstance(error, FileNotFoundError):
-        return "signal or header file missing"
-    if "truncated" in message:
-        return "record shorter than its header claims"
-    if "matlab" in message or "'ecg'" in message or ".mat" in message and "struct" in message:
-        return "unreadable .mat file"
-    return f"unreadable record ({type(error).__name__})"
-
-
-_EXTRACTOR = None
-
-
-def _feature_extractor():
-    global _EXTRACTOR  # one per (worker) process; building it re-parses nothing but is not free
-    if _EXTRACTOR is None:
-        from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-
-        _EXTRACTOR = CMELTFeatureExtractor()
-    return _EXTRACTOR
-
-
 def _windows(job: RecordJob, num_samples: int, rate: float) -> list[tuple[int, int, dict]]:
     """(start, stop, extra columns) of the rows a record yields."""
     if job.segment_seconds is None:
@@ -178,13 +153,11 @@ def _windows(job: RecordJob, num_samples: int, rate: float) -> list[tuple[int, i
 
 
 def process_job(job: RecordJob) -> tuple[list[dict], str | None, str]:
-    """Reads and canonicalises one record: (rows, skip reason or None, detail)."""
-    from modeling_cmelt.reading_cmelt import read_ecg
-
-    try:
-        recording = read_ecg(job.path, **job.read_kwargs)
-    except Exception as error:  # a reader raises many types for bad files; every one is a skip, never a crash
-        return [], classify_read_error(error), f"{job.record_id}: {error}"
+    """Reads and canonicalises one record, window by window, through the shared route (`ecg_store.read_record`,
+    `ecg_store.stored_ecg`): (rows, skip reason or None, detail)."""
+    recording, reason, detail = read_record(job.path, **job.read_kwargs)
+    if recording is None:
+        return [], reason, f"{job.record_id}: {detail}"
     signal = recording.signal
     if job.trim_zero_edges and signal.size:
         nonzero = np.flatnonzero(np.any(signal != 0, axis=0))
@@ -194,28 +167,15 @@ def process_job(job: RecordJob) -> tuple[list[dict], str | None, str]:
         return [], f"shorter than one {job.segment_seconds:g}-s segment", job.record_id
     if job.segment_mode == "first_two" and job.segment_seconds is not None and len(windows) < 2:
         return [], f"fewer than two {job.segment_seconds:g}-s segments (gallery + probe)", job.record_id
+    feature_extractor = CMELTFeatureExtractor()  # microseconds to build: one per record, no process-wide cache
     rows = []
     for start, stop, extra in windows:
-        part = signal[:, start:stop]
-        if not np.isfinite(part).all():
-            return [], "NaN/inf samples", job.record_id
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                canonical = _feature_extractor().to_canonical(
-                    part, recording.sampling_rate, lead_names=recording.lead_names, orientation="leads_first"
-                )
-        except ValueError as error:
-            return [], "unusable signal (rejected by to_canonical)", f"{job.record_id}: {error}"
-        rows.append(
-            {
-                "record_id": job.record_id,
-                **job.columns,
-                **extra,
-                "ecg": encode_ecg(canonical.values),
-                "lead_mask": canonical.lead_mask.tolist(),
-            }
-        )
+        stored, reason = stored_ecg(signal[:, start:stop], recording.sampling_rate, recording.lead_names,
+                                    feature_extractor)
+        if stored is None:
+            return [], reason, job.record_id
+        rows.append({"record_id": job.record_id, **job.columns, **extra, "ecg": stored["ecg"],
+                     "lead_mask": stored["lead_mask"].tolist()})
     return rows, None, ""
 
 
@@ -332,8 +292,7 @@ def _iterate_results(jobs: tuple[RecordJob, ...], num_proc: int) -> Iterator[tup
         for job in jobs:
             yield process_job(job)
         return
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with context.Pool(num_proc) as pool:
+    with worker_pool(num_proc) as pool:
         yield from pool.imap(process_job, jobs, chunksize=max(1, min(32, len(jobs) // (4 * num_proc) or 1)))
 
 

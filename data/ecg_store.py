@@ -1,4 +1,6 @@
-"""How every dataset in this repository stores an ECG, and how a long job reports the records it skipped.
+"""How every dataset in this repository stores an ECG, the one route from a record file to a stored ECG (read,
+finite check, canonical leads, int16; `read_record`, `stored_ecg`, one skip vocabulary, one worker pool), and how a
+long job reports the records it skipped.
 
 An ECG in an Arrow dataset is the canonical 12 x 5000 array (leads I, II, III, aVR, aVL, aVF, V1-V6; 500 Hz;
 10 s) stored as int16 microvolts: 120 kB a record instead of 240 kB as float32, exact to 1 uV, and decoded
@@ -15,9 +17,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from datasets import Array2D, Sequence, Value
+
+if TYPE_CHECKING:
+    import torch
 
 NUM_LEADS = 12
 NUM_SAMPLES = 5000
@@ -39,6 +45,17 @@ def encode_ecg(values_mv: np.ndarray) -> np.ndarray:
 def decode_ecg(stored: np.ndarray) -> np.ndarray:
     """int16 microvolts (..., 12, 5000) -> float32 millivolts."""
     return np.asarray(stored, dtype=np.float32) / np.float32(MICROVOLTS_PER_MILLIVOLT)
+
+
+def ecg_batch_tensor(stored) -> torch.Tensor:
+    """The `ecg` values of a batch of rows -> the model's `input_values`: float32 millivolts (batch, 12, 5000).
+
+    `stored`: one (batch, 12, 5000) array or a list of (12, 5000) arrays; int16 microvolts are decoded
+    (`decode_ecg`), float arrays are taken as millivolts already."""
+    import torch
+
+    values = np.stack([np.asarray(row) for row in stored]) if isinstance(stored, (list, tuple)) else np.asarray(stored)
+    return torch.from_numpy(decode_ecg(values) if values.dtype.kind in "iu" else values.astype(np.float32))
 
 
 @dataclass
@@ -107,3 +124,82 @@ def write_json_atomically(path: str | Path, data, indent: int | None = 2) -> Non
     """`data` as JSON at `path`, written atomically (see `write_atomically`)."""
     text = json.dumps(data, indent=indent)
     write_atomically(path, lambda temporary: temporary.write_text(text))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the one route from a record on disk to a stored ECG (MIMIC-IV-ECG converter and every downstream loader):
+# read -> finite check -> canonical 12 leads, 500 Hz, 10 s, mV -> int16 uV; a bad record is a skip with a reason
+
+# The skip reasons every converter and loader reports (one vocabulary).
+SKIP_MISSING = "signal or header file missing"
+SKIP_TRUNCATED = "record shorter than its header claims"
+SKIP_UNREADABLE_MAT = "unreadable .mat file"
+SKIP_UNREADABLE = "unreadable file"
+SKIP_NON_FINITE = "NaN/inf samples"
+SKIP_UNUSABLE = "unusable signal"
+SKIP_FLAT = "flat signal (no lead recorded)"
+
+
+def read_skip_reason(error: BaseException) -> str:
+    """The skip reason of a reading failure: a vocabulary entry, or `reader error (<type>)` for an exception no
+    reader anticipates (a reader bug, a header claiming more memory than exists)."""
+    from modeling_cmelt.reading_cmelt import CMELTReadError
+
+    message = str(error).lower()
+    if isinstance(error, FileNotFoundError) or "not found" in message:
+        return SKIP_MISSING
+    if "truncated" in message:
+        return SKIP_TRUNCATED
+    if "matlab" in message or "'ecg'" in message or ".mat" in message and "struct" in message:
+        return SKIP_UNREADABLE_MAT
+    if isinstance(error, (CMELTReadError, OSError, EOFError, ValueError)):
+        return SKIP_UNREADABLE
+    return f"reader error ({type(error).__name__})"
+
+
+def read_record(path: str | os.PathLike, **read_kwargs):
+    """`(recording, None, "")` or `(None, skip reason, what went wrong)`: `reading_cmelt.read_ecg(path, **read_kwargs)`,
+    where any exception is a skip, never a crash (one record must never stop a long job)."""
+    from modeling_cmelt import reading_cmelt  # looked up at call time: tests replace read_ecg
+
+    try:
+        recording = reading_cmelt.read_ecg(path, **read_kwargs)
+    except Exception as error:  # noqa: BLE001 - readers raise many types for bad files (MemoryError ...)
+        return None, read_skip_reason(error), str(error)
+    if recording.signal.size == 0:
+        return None, SKIP_UNREADABLE, "no samples"
+    return recording, None, ""
+
+
+def stored_ecg(signal: np.ndarray, sampling_rate: float, lead_names, feature_extractor) -> tuple[dict | None, str | None]:
+    """`({"ecg": int16 uV (12, 5000), "lead_mask": bool (12,)}, None)` or `(None, skip reason)` for a leads-first
+    signal: non-finite samples are dropped records (not repaired), then `feature_extractor.to_canonical`; a signal
+    without one usable lead is flat. Per-lead warnings are silenced here: a bad lead is counted in the mask."""
+    import warnings
+
+    from modeling_cmelt.feature_extraction_cmelt import CMELTNoUsableLeadError
+
+    if not np.isfinite(signal).all():
+        return None, SKIP_NON_FINITE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            canonical = feature_extractor.to_canonical(signal, sampling_rate, lead_names=lead_names,
+                                                       orientation="leads_first")
+    except CMELTNoUsableLeadError:
+        return None, SKIP_FLAT
+    except ValueError:
+        return None, SKIP_UNUSABLE
+    except Exception as error:  # noqa: BLE001
+        return None, f"feature extractor error ({type(error).__name__})"
+    if not canonical.lead_mask.any():
+        return None, SKIP_FLAT
+    return {"ecg": encode_ecg(canonical.values), "lead_mask": np.asarray(canonical.lead_mask, dtype=bool)}, None
+
+
+def worker_pool(num_proc: int):
+    """The process pool of every converter and loader: "spawn" workers (a fresh interpreter each, the same on every
+    platform, and safe after torch has started threads, which "fork" is not)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn").Pool(num_proc)

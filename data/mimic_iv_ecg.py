@@ -8,9 +8,10 @@ cleaned by `merge_reports`), `report_id` (index of the report in the sorted tabl
 corpus, so the same text has the same id in every split and shard).
 
 Dropped records, counted by reason (printed and written to OUT/skipped.json): no report (no machine-measurements
-row, or every statement empty), unreadable file (missing, truncated, corrupt), NaN/inf samples (MIMIC marks
-missing samples with the WFDB invalid value; such records are dropped, not repaired), unusable signal (rejected
-by the feature extractor, e.g. too short), flat signal (no lead with any amplitude).
+row, or every statement empty), then the reasons every loader shares (`data.ecg_store`): signal or header file
+missing, record shorter than its header claims, unreadable file (corrupt), NaN/inf samples (MIMIC marks missing
+samples with the WFDB invalid value; such records are dropped, not repaired), unusable signal (rejected by the
+feature extractor, e.g. too short), flat signal (no lead with any amplitude).
 
 Any other per-record failure (an exception the reader or the feature extractor did not anticipate, a header
 claiming more memory than exists) is skipped and counted as `reader error (<type>)` / `feature extractor error
@@ -47,15 +48,21 @@ import numpy as np
 
 from modeling_cmelt.processing_cmelt import clean_report
 
-from .ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, encode_ecg, write_json_atomically
+from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
+
+from .ecg_store import (
+    ECG_FEATURE,
+    LEAD_MASK_FEATURE,
+    SkipLog,
+    read_record,
+    stored_ecg,
+    worker_pool,
+    write_json_atomically,
+)
 
 SPLITS = ("train", "validation")
 REPORT_COLUMNS = tuple(f"report_{slot}" for slot in range(18))
-SKIP_NO_REPORT = "no report"
-SKIP_UNREADABLE = "unreadable file"
-SKIP_NON_FINITE = "NaN/inf samples"
-SKIP_UNUSABLE = "unusable signal"
-SKIP_FLAT = "flat signal (no lead recorded)"
+SKIP_NO_REPORT = "no report"  # the other reasons are the shared ones of data.ecg_store (SKIP_MISSING, ...)
 # Bump when the conversion of a record changes, so shards of an older converter are rebuilt.
 CONVERTER_VERSION = 2
 SHARD_KEY_FILE = "source.json"
@@ -132,43 +139,14 @@ def validation_subjects(subject_ids, valid_fraction: float, seed: int) -> set[in
 
 
 def convert_record(root: Path, path: str, report: str, feature_extractor) -> tuple[dict | None, str | None]:
-    """(columns of one record, None) or (None, skip reason)."""
-    from modeling_cmelt.reading_cmelt import CMELTReadError, read_ecg
-
+    """(columns of one record, None) or (None, skip reason): the shared route (`ecg_store.read_record`,
+    `ecg_store.stored_ecg`) behind a record without a report."""
     if not report:
         return None, SKIP_NO_REPORT
-    try:
-        recording = read_ecg(root / path)
-    except (CMELTReadError, OSError, EOFError, ValueError):
-        return None, SKIP_UNREADABLE
-    except Exception as error:  # noqa: BLE001 - one record must never stop a long conversion (MemoryError ...)
-        return None, f"reader error ({type(error).__name__})"
-    if recording.signal.size == 0:
-        return None, SKIP_UNREADABLE
-    if not np.isfinite(recording.signal).all():
-        return None, SKIP_NON_FINITE
-    from modeling_cmelt.feature_extraction_cmelt import CMELTNoUsableLeadError
-
-    try:
-        with warnings.catch_warnings():  # a flat or noisy lead is counted in the masks, not warned per record
-            warnings.simplefilter("ignore")
-            canonical = feature_extractor.to_canonical(recording.signal, recording.sampling_rate,
-                                                       lead_names=recording.lead_names)
-    except CMELTNoUsableLeadError:
-        return None, SKIP_FLAT
-    except ValueError:
-        return None, SKIP_UNUSABLE
-    except Exception as error:  # noqa: BLE001
-        return None, f"feature extractor error ({type(error).__name__})"
-    if not canonical.lead_mask.any():
-        return None, SKIP_FLAT
-    return {"ecg": encode_ecg(canonical.values), "lead_mask": canonical.lead_mask}, None
-
-
-def _feature_extractor():
-    from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-
-    return CMELTFeatureExtractor()
+    recording, reason, _ = read_record(root / path)
+    if recording is None:
+        return None, reason
+    return stored_ecg(recording.signal, recording.sampling_rate, recording.lead_names, feature_extractor)
 
 
 def _convert_shard(task: tuple[str, str, str, list[tuple]]) -> tuple[str, int, dict]:
@@ -177,7 +155,7 @@ def _convert_shard(task: tuple[str, str, str, list[tuple]]) -> tuple[str, int, d
 
     root, shards_dir, name, rows, shard_key = task
     root, shards_dir = Path(root), Path(shards_dir)
-    feature_extractor = _feature_extractor()
+    feature_extractor = CMELTFeatureExtractor()
     skips = SkipLog()
     columns = {key: [] for key in ("study_id", "subject_id", "ecg", "lead_mask", "report", "report_id")}
     for subject_id, study_id, path, report, report_id in rows:
@@ -237,8 +215,6 @@ def shard_key(root: Path, rows: list[tuple], converter_settings: dict) -> str:
 
 def _converter_settings() -> dict:
     """Feature-extractor settings that change a converted record."""
-    from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-
     extractor = CMELTFeatureExtractor()
     keys = ("sampling_rate", "num_samples", "normalization", "length_policy", "max_gap_seconds", "max_missing_fraction",
             "flat_lead_threshold_mv", "min_seconds", "max_amplitude_mv", "padding_value")
@@ -261,8 +237,6 @@ def _read_plan(plan_file: Path) -> dict | None:
         plan = json.loads(plan_file.read_text())
         return plan if isinstance(plan, dict) else None
     except (OSError, ValueError):
-        import warnings
-
         warnings.warn(f"{plan_file} is unreadable; rewriting it (each shard is still checked against its inputs)",
                       stacklevel=3)
         return None
@@ -363,9 +337,7 @@ def convert_mimic_iv_ecg(
     logger.info(f"{len(index)} records, {sum(len(s) for s in plan.values())} shards ({done} already done, {len(tasks)} to do)")
     progress = tqdm(total=sum(len(task[3]) for task in tasks), unit="ecg", desc="converting")
     if num_proc > 1 and len(tasks) > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(min(num_proc, len(tasks))) as pool:
+        with worker_pool(min(num_proc, len(tasks))) as pool:
             sizes = {task[2]: len(task[3]) for task in tasks}
             for name, _, _ in pool.imap_unordered(_convert_shard, tasks):
                 progress.update(sizes[name])
@@ -413,7 +385,7 @@ class CMELTMIMICLazyDataset:
             index = index[in_validation if split == "validation" else ~in_validation].reset_index(drop=True)
         self.index = index
         self.skips = SkipLog()
-        self._feature_extractor = None
+        self._feature_extractor = CMELTFeatureExtractor()
         self._n3s_candidates: dict[int, np.ndarray] | None = None
         self.report_table = None
 
@@ -443,8 +415,6 @@ class CMELTMIMICLazyDataset:
         return len(self.index)
 
     def __getitem__(self, item: int) -> dict | None:
-        if self._feature_extractor is None:
-            self._feature_extractor = _feature_extractor()
         row = self.index.iloc[int(item)]
         converted, reason = convert_record(self.root, row["path"], row["report"], self._feature_extractor)
         if converted is None:

@@ -7,14 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from data.ecg_store import ECG_FEATURE, decode_ecg
-from data.mimic_iv_ecg import (
-    SKIP_NO_REPORT,
-    SKIP_NON_FINITE,
-    SKIP_UNREADABLE,
-    CMELTMIMICLazyDataset,
-    convert_mimic_iv_ecg,
-)
+from data.ecg_store import ECG_FEATURE, SKIP_MISSING, SKIP_NON_FINITE, decode_ecg
+from data.mimic_iv_ecg import SKIP_NO_REPORT, CMELTMIMICLazyDataset, convert_mimic_iv_ecg
 from data.synthetic import (
     DEMO_LABELS,
     MIMIC_LEAD_ORDER,
@@ -113,7 +107,7 @@ def test_conversion_rows_reports_and_drop_counts(mimic_root, converted):
     total = len(read_csv(mimic_root / "record_list.csv")) - 1
     assert sum(len(dataset[split]) for split in ("train", "validation")) == total - 3
     summary = json.loads((out / "skipped.json").read_text())
-    assert summary["by_reason"] == {SKIP_NO_REPORT: 1, SKIP_NON_FINITE: 1, SKIP_UNREADABLE: 1}
+    assert summary["by_reason"] == {SKIP_NO_REPORT: 1, SKIP_NON_FINITE: 1, SKIP_MISSING: 1}  # one vocabulary: a missing file says so
     assert set(summary["examples"][SKIP_NON_FINITE]) == {str(REAL_STUDIES["nan"])}
 
     rows = {row["study_id"]: row for split in dataset.values() for row in split.with_format("numpy")}

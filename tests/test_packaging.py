@@ -114,3 +114,24 @@ def test_imports_flow_one_way():
         if wrong:
             upward[name] = wrong
     assert not upward
+
+
+def test_no_process_global_state():
+    """No module-level caches (`global` rebinding), no writes to os.environ, no warnings filters or matplotlib
+    backend switches at import time, in the project's own modules."""
+    import ast
+
+    found = []
+    for name, path in project_modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Global):
+                found.append(f"{name}: global {', '.join(node.names)}")
+            text = ast.unparse(node) if isinstance(node, (ast.Assign, ast.Call, ast.AugAssign)) else ""
+            if text.startswith(("os.environ[", "os.environ.setdefault(", "os.environ.update(", "os.putenv(")):
+                found.append(f"{name}: {text}")
+        for statement in tree.body:  # import time: the module body itself
+            text = ast.unparse(statement) if isinstance(statement, ast.Expr) else ""
+            if text.startswith(("warnings.filterwarnings(", "warnings.simplefilter(", "matplotlib.use(")):
+                found.append(f"{name}: {text}")
+    assert not found

@@ -18,7 +18,8 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 import data.n3s as n3s
 from data.ecg_store import write_json_atomically
-from data.mimic_iv_ecg import SKIP_FLAT, SKIP_UNREADABLE, convert_mimic_iv_ecg, load_mimic_index
+from data.ecg_store import SKIP_FLAT, SKIP_TRUNCATED
+from data.mimic_iv_ecg import convert_mimic_iv_ecg, load_mimic_index
 from data.n3s import ReportTable, add_n3s_column
 from data.synthetic import write_mimic_tree
 from data.text_tower import build_tiny_t5
@@ -82,7 +83,7 @@ def test_poisoned_records_are_skipped_and_counted_and_the_run_continues(mimic_ro
     assert kept.isdisjoint(studies[:3]) and kept >= set(studies[3:]) - set(index.loc[index["report"] == "", "study_id"])
     summary = json.loads((tmp_path / "out" / "skipped.json").read_text())
     assert summary["by_reason"]["reader error (RuntimeError)"] == 1
-    assert summary["by_reason"][SKIP_UNREADABLE] >= 1  # the 10^12-sample header
+    assert summary["by_reason"][SKIP_TRUNCATED] >= 1  # the 10^12-sample header (one vocabulary: it says why)
     assert summary["by_reason"][SKIP_FLAT] >= 1  # baseline 70000: every lead is hundreds of mV, so none is usable
 
 

@@ -6,9 +6,8 @@ Every evaluation script (and the demo) writes the shared schema "cmelt-results/1
 Metrics
 -------
 `load_metric(name)` loads one of the local `evaluate` modules under `train_scripts/metrics/<name>/<name>.py`
-(`macro_auroc`, `cinc2021_challenge_score`, `accuracy`) by path.  Loading a local path never contacts the Hub;
-the loader also sets `HF_HUB_OFFLINE=1` / `HF_EVALUATE_OFFLINE=1` (unless already set) so nothing downstream
-tries to.
+(`macro_auroc`, `cinc2021_challenge_score`, `accuracy`) by path, with evaluate's `local_files_only` download
+setting: it never contacts the Hub, and it leaves the process environment alone.
 """
 
 import json
@@ -33,14 +32,14 @@ def load_metric(name: str, **init_kwargs):
     """Load a local `evaluate` metric by name (e.g. "macro_auroc") from `train_scripts/metrics`, offline."""
     if name not in available_metrics():
         raise ValueError(f"unknown metric {name!r}; expected one of {available_metrics()}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
     import evaluate
+    from evaluate.utils.file_utils import DownloadConfig
 
     if name == "cinc2021_challenge_score":
         # evaluate copies only the script into its modules cache; point it at the weights table explicitly.
         init_kwargs.setdefault("weights_path", str(METRICS_DIR / name / "weights.csv"))
-    return evaluate.load(str(METRICS_DIR / name), **init_kwargs)
+    # local files only, through evaluate's own argument (no process-wide environment variable is set)
+    return evaluate.load(str(METRICS_DIR / name), download_config=DownloadConfig(local_files_only=True), **init_kwargs)
 
 
 def _finite_or_none(value):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
-from data.ecg_store import decode_ecg
+from data.ecg_store import ecg_batch_tensor
 from data.leads import LEAD_SETS, add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names  # noqa: F401
 from train_scripts.datasets_registry import (
     CLASSIFICATION,
@@ -75,7 +75,7 @@ class CMELTFinetuneCollator:
         self.label_column = label_column
 
     def __call__(self, rows: list[dict]) -> dict:
-        input_values = torch.from_numpy(decode_ecg(np.stack([np.asarray(row["ecg"]) for row in rows])))
+        input_values = ecg_batch_tensor([row["ecg"] for row in rows])
         lead_mask = torch.from_numpy(np.stack([np.asarray(row["lead_mask"], dtype=bool) for row in rows]))
         input_values, lead_mask = apply_lead_subset(input_values, lead_mask, self.keep)
         batch = {"input_values": input_values, "lead_mask": lead_mask}

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from data.ecg_store import decode_ecg
+from data.ecg_store import ecg_batch_tensor
 from data.leads import apply_lead_subset
 from modeling_cmelt import CMELTModel
 from modeling_cmelt.pipeline_cmelt import encode_label_texts, zero_shot_logits
@@ -31,7 +31,7 @@ def ecg_batches(dataset, batch_size: int, device, progress: bool = True, descrip
     columns = dataset.with_format("numpy", columns=["ecg", "lead_mask"])
     for start in tqdm(range(0, len(dataset), batch_size), desc=description, disable=not progress):
         rows = columns[start : start + batch_size]
-        input_values = torch.from_numpy(decode_ecg(rows["ecg"])).to(device)
+        input_values = ecg_batch_tensor(rows["ecg"]).to(device)
         lead_mask = torch.from_numpy(np.asarray(rows["lead_mask"], dtype=bool)).to(device)
         yield input_values, lead_mask
 
