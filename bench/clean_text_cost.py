@@ -1,6 +1,6 @@
 """What Siglep on the unmasked report costs per pretraining step (the text tower runs on the clean report too).
 
-    python bench/clean_text_cost.py [--preset demo] [--batch-size 64] [--text-length 40] [--steps 10]
+    python -m bench.clean_text_cost [--preset demo] [--batch_size 64] [--text_length 40] [--steps 10]
 
 One forward + backward + AdamW step of `CMELTForPreTraining` on random inputs, with `siglep_clean_text` on and
 off, the two timed alternately so that load on the machine hits both alike. Reports the median seconds per step of
@@ -19,9 +19,8 @@ import torch
 
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, write_result  # noqa: E402
-from pretrain_step import make_batch  # noqa: E402
+from bench.machine import machine_info, write_result
+from bench.pretrain_step import make_batch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "clean_text_cost.json"
 
@@ -44,8 +43,8 @@ def step_function(config: CMELTConfig, batch: dict):
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--text-length", type=int, default=40)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--text_length", type=int, default=40)
     parser.add_argument("--steps", type=int, default=10, help="timed steps of each variant after 2 warm-up steps")
     args = parser.parse_args(argv)
 
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     with_clean, without = statistics.median(times[True]), statistics.median(times[False])
     result = {
         "name": "clean_text_cost",
-        "command": "python bench/clean_text_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m bench.clean_text_cost " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": {
             "preset": args.preset,
             "batch_size": args.batch_size,

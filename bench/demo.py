@@ -1,8 +1,8 @@
 """The embedded demo end to end: seconds per stage, training steps/s and the machine's matmul ceiling.
 
-    python bench/demo.py                      # the README's first command as it is (the full demo)
-    python bench/demo.py --quick              # a small corpus and 20 steps (for bench/run_all.py)
-    python bench/demo.py -- --max_steps 600   # anything after -- goes to the demo
+    python -m bench.demo                      # the README's first command as it is (the full demo)
+    python -m bench.demo --quick              # a small corpus and 20 steps (for bench/run_all.py)
+    python -m bench.demo -- --max_steps 600   # anything after -- goes to the demo
 
 Runs `train_scripts/demo.py` in this process into a fresh output folder (so no stage is reused), then reads the
 `demo_profile.json` it wrote. Goal: the whole demo within 10 minutes on the development machine class (2 cores;
@@ -18,11 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, write_result  # noqa: E402
+from bench.machine import machine_info, write_result
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 RESULTS = Path(__file__).resolve().parent / "results" / "demo.json"
 QUICK_FLAGS = ["--num_subjects", "150", "--max_steps", "20", "--batch_size", "32", "--eval_every", "10",
                "--n3s_k", "16", "--num_proc", "1"]
@@ -51,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps = next(iter(profile["steps_per_second"].values()), None)
     result = {
         "name": "demo",
-        "command": "python bench/demo.py " + " ".join(argv),
+        "command": "python -m bench.demo " + " ".join(argv),
         "goal": {"metric": "total_minutes", "op": "<=", "value": 10.0},
         "results": {
             "total_minutes": round(profile["total_seconds"] / 60, 2),

@@ -1,6 +1,6 @@
 """Throughput of CMELTFeatureExtractor: real WFDB files and in-memory arrays -> 12 x 5000 canonical input.
 
-    python bench/feature_extraction.py [--repetitions 2000] [--workers 2]
+    python -m bench.feature_extraction [--repetitions 2000] [--workers 2]
 
 Goal: >= 500 records/s for the 1000 Hz 15-channel PTB record s0010_re (read + resample + crop) on 2 cores.
 Writes bench/results/feature_extraction.json.
@@ -9,7 +9,6 @@ Writes bench/results/feature_extraction.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -20,8 +19,7 @@ import numpy as np
 
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from bench.machine import machine_info, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 WFDB_DIR = REPO.parent / "shared" / "data" / "wfdb"
@@ -89,17 +87,15 @@ def main() -> None:
     print(f"{'input':<{width}}  {'throughput':>12}  unit")
     for label, unit, value in rows:
         print(f"{label:<{width}}  {value:>12.1f}  {unit}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     summary = {
         "name": "feature_extraction",
-        "command": "python bench/feature_extraction.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.feature_extraction " + " ".join(sys.argv[1:]),
         "goal": {"metric": "throughput", "op": ">=", "value": 500, "row": {"input": rows[0][0]}} if rows else None,
         "repetitions": args.repetitions,
         "rows": [{"input": label, "unit": unit, "throughput": round(value, 1)} for label, unit, value in rows],
         "machine": machine_info(),
     }
-    RESULTS.write_text(json.dumps(summary, indent=2))
-    print(f"wrote {RESULTS}")
+    write_result(RESULTS, summary)
 
 
 if __name__ == "__main__":

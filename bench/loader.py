@@ -1,6 +1,6 @@
 """ECGs per second from the converted Arrow store into training tensors vs `wfdb.rdsamp` of the same records.
 
-    python bench/loader.py [--subjects 700] [--batch-size 64] [--work-dir /tmp/cmelt_bench_loader]
+    python -m bench.loader [--subjects 700] [--batch_size 64] [--work_dir /tmp/cmelt_bench_loader]
 
 Builds a synthetic MIMIC-IV-ECG tree (data.synthetic.write_mimic_tree), converts it (data.mimic_iv_ecg), then reads
 every record in batches of 64 three ways: the store with `with_format("numpy")` + `decode_ecg` (what a training
@@ -12,7 +12,6 @@ Prints a table and writes bench/results/loader.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,15 +33,14 @@ def arrow_int16(table_column) -> np.ndarray:
         chunks.append(values.to_numpy(zero_copy_only=False).reshape(len(chunk), NUM_LEADS, NUM_SAMPLES))
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from bench.machine import machine_info, write_result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subjects", type=int, default=700)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--work-dir", default="/tmp/cmelt_bench_loader")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--work_dir", default="/tmp/cmelt_bench_loader")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
@@ -96,17 +94,14 @@ def main() -> None:
         print(f"{name:<20} {row['records']:>8} {row['seconds']:>9.3f} {row['ecg_per_second']:>10.0f} {row['speedup_vs_wfdb']:>7.1f}x")
     summary = {
         "name": "loader",
-        "command": "python bench/loader.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.loader " + " ".join(sys.argv[1:]),
         # the training path (numpy format + decode_ecg) must reach 2,000 ECG/s; the 20x-wfdb goal is in the rows
         "goal": {"metric": "ecg_per_second", "op": ">=", "value": 2000, "row": {"reader": "store numpy format"}},
         "batch_size": batch,
         "rows": [{"reader": name, **{k: round(v, 3) for k, v in row.items()}} for name, row in results.items()],
         "machine": machine_info(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "loader.json"
-    path.write_text(json.dumps(summary, indent=2))
-    print(f"wrote {path}")
+    write_result(RESULTS / "loader.json", summary)
 
 
 def _timed(function) -> float:

@@ -1,7 +1,6 @@
 """What machine a benchmark ran on: one dict every bench script stores under the "machine" key of its JSON.
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/ is a folder of scripts, not a package
-    from machine import machine_info
+    from bench.machine import machine_info, write_result
 
 Every field is best effort: a value that cannot be read (no /proc on macOS, no git checkout) is None, never an error.
 """

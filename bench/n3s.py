@@ -1,6 +1,6 @@
 """N3S column: our way (unique reports, one search each, map by report_id) vs the naive `datasets` way.
 
-    python bench/n3s.py [--rows 200000] [--unique 45000] [--k 64] [--naive-sample 2000]
+    python -m bench.n3s [--rows 200000] [--unique 45000] [--k 64] [--naive_sample 2000]
 
 Corpus: `--rows` report rows over `--unique` distinct MIMIC-style reports with a Zipf-like skew (every distinct
 report appears once, the remaining rows are drawn with p ~ 1 / rank^1.1). Encoder: a tiny random T5
@@ -9,7 +9,7 @@ report appears once, the remaining rows are drawn with p ~ 1 / rank^1.1). Encode
 - ours: `add_n3s_column` from an empty cache (embed the unique reports, flat FAISS IP index, search the negated
   queries, `map` the column over all rows), timed end to end.
 - naive: embed every row's report, `Dataset.add_faiss_index` over all rows, then `get_nearest_examples_batch`
-  with each row's negated embedding. The per-row embedding and the search are timed on `--naive-sample` rows and
+  with each row's negated embedding. The per-row embedding and the search are timed on `--naive_sample` rows and
   extrapolated linearly to all rows (said so in the table); building the index is timed in full.
 Also measures the embedding rate of a Flan-T5-small-shaped encoder (d_model 512, 8 layers, 6 heads, d_ff 1024,
 gated-gelu, random init) and extrapolates to 800k rows (naive) and 180k unique reports (ours) of MIMIC-IV-ECG:
@@ -17,13 +17,12 @@ gated-gelu, random init) and extrapolates to 800k rows (naive) and 180k unique r
 texts ordered by characters, transformers' GELU), the fraction of the fp32 matmul ceiling (model FLOPs of the
 tokens present / time, over the GEMM rate measured in the same run before and after), whether both give the
 same farthest neighbours, and bf16 autocast when this machine's bf16 matmul is faster than fp32.
-`--encoder-only` runs this part alone (a minute or two). Prints a table and writes bench/results/n3s.json.
+`--encoder_only` runs this part alone (a minute or two). Prints a table and writes bench/results/n3s.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -33,8 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from bench.machine import machine_info, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -86,11 +84,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--unique", type=int, default=45_000)
     parser.add_argument("--k", type=int, default=64)
-    parser.add_argument("--naive-sample", type=int, default=2000)
-    parser.add_argument("--t5-small-sample", type=int, default=1024)
+    parser.add_argument("--naive_sample", type=int, default=2000)
+    parser.add_argument("--t5_small_sample", type=int, default=1024)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="precision of OUR embedding pass (the naive way always runs float32)")
-    parser.add_argument("--encoder-only", action="store_true", help="only the Flan-T5-small-shaped encoder part")
+    parser.add_argument("--encoder_only", action="store_true", help="only the Flan-T5-small-shaped encoder part")
     args = parser.parse_args()
     if args.encoder_only:
         encoder_benchmark(args)
@@ -184,11 +182,9 @@ def main() -> None:
           f"({small['mean_tokens_per_report']:.0f} tokens each with the tiny tokenizer) -> "
           f"800k rows {small['extrapolated_minutes_800k_rows_naive']:.0f} min, "
           f"180k unique {small['extrapolated_minutes_180k_unique_ours']:.0f} min")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "n3s.json"
     summary = {
         "name": "n3s",
-        "command": "python bench/n3s.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.n3s " + " ".join(sys.argv[1:]),
         "goal": {"metric": "speedup", "op": ">=", "value": 10},
         "ours_dtype": args.dtype,
         "results": {
@@ -204,8 +200,7 @@ def main() -> None:
         "details": results,
         "machine": machine_info(),
     }
-    path.write_text(json.dumps(summary, indent=2))
-    print(f"wrote {path}")
+    write_result(RESULTS / "n3s.json", summary)
 
 
 def gemm_gflops(dtype, size: int = 1024, repeats: int = 10) -> float:
@@ -314,11 +309,8 @@ def encoder_benchmark(args) -> dict:
     print(f"  bf16 matmul {bf16_gemm:.1f} GFLOP/s: " + ("bf16 autocast not faster here, not used" if bf16 is None else
           f"bf16 autocast {bf16['reports_per_second']:.1f} reports/s, neighbour overlap {bf16['neighbour_overlap']:.3f}"))
     print(f"  180k unique MIMIC reports: {result['minutes_180k_unique']:.0f} min on this machine")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "n3s_encoder.json"
-    path.write_text(json.dumps({"name": "n3s_encoder", "command": "python bench/n3s.py " + " ".join(sys.argv[1:]),
-                                "results": result, "machine": machine_info()}, indent=2))
-    print(f"wrote {path}")
+    write_result(RESULTS / "n3s_encoder.json", {"name": "n3s_encoder", "command": "python -m bench.n3s " + " ".join(sys.argv[1:]),
+                                                "results": result, "machine": machine_info()})
     return result
 
 

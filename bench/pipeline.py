@@ -1,6 +1,6 @@
 """Zero-shot pipeline throughput (ECG/s) at paper size, and its overhead over a bare ECG-tower forward.
 
-    python bench/pipeline.py [--records-batch1 8] [--records-batch32 64] [--repeats 3] [--quick]
+    python -m bench.pipeline [--records_batch1 8] [--records_batch32 64] [--repeats 3] [--quick]
 
 The model is `CMELTModel(CMELTConfig())` with random weights: the paper's ECG encoder and a Flan-T5-base-shaped text
 tower (its vocabulary resized to a tiny tokenizer built with data.text_tower.build_tiny_t5; the tower keeps base
@@ -16,7 +16,6 @@ Goal: pipeline overhead = pipeline time / bare time - 1 <= 10 %. Writes bench/re
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.machine import machine_info, write_result
 from data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTConfig, CMELTModel
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
@@ -35,15 +35,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "pipeline.json"
 LABEL_SET = "ptbxl_super"
 GOAL_OVERHEAD = 0.10
-
-
-def machine() -> dict | None:
-    sys.path.insert(0, str(BENCH_DIR))  # bench/ is a folder of scripts, not a package
-    try:
-        from machine import machine_info
-    except ImportError:
-        return None
-    return machine_info()
 
 
 def build_pipeline(tokenizer_dir: Path) -> ZeroShotECGClassificationPipeline:
@@ -104,8 +95,8 @@ def measure(pipe, batch_size: int, records: int, repeats: int, seed: int = 0) ->
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records-batch1", type=int, default=8, help="ECGs per repeat at batch size 1")
-    parser.add_argument("--records-batch32", type=int, default=64, help="ECGs per repeat at batch size 32")
+    parser.add_argument("--records_batch1", type=int, default=8, help="ECGs per repeat at batch size 1")
+    parser.add_argument("--records_batch32", type=int, default=64, help="ECGs per repeat at batch size 32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 ECGs at batch 1, 32 at batch 32, two repeats")
     args = parser.parse_args(argv)
@@ -119,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {
         "name": "pipeline",
-        "command": "python bench/pipeline.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m bench.pipeline " + " ".join(argv if argv is not None else sys.argv[1:]),
         "goal": {"metric": "worst_overhead", "op": "<=", "value": GOAL_OVERHEAD},
         "results": {
             "parameters": sum(p.numel() for p in pipe.model.parameters()),
@@ -129,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
             "by_batch_size": rows,
             "torch_threads": torch.get_num_threads(),
         },
-        "machine": machine(),
+        "machine": machine_info(),
     }
     header = f"{'batch':>6}{'records':>9}{'pipeline ECG/s':>16}{'bare ECG/s':>12}{'overhead':>10}"
     print(header)
@@ -139,9 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['bare_forward_ecg_per_second']:>12.3f}{row['overhead']:>10.1%}")
     verdict = "met" if result["results"]["worst_overhead"] <= GOAL_OVERHEAD else "NOT met"
     print(f"goal overhead <= {GOAL_OVERHEAD:.0%}: {verdict} (worst {result['results']['worst_overhead']:.1%})")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS}")
+    write_result(RESULTS, result)
     return result
 
 

@@ -1,6 +1,6 @@
 """Seconds per pretraining step, samples/s and model FLOPs utilisation (MFU) at paper width.
 
-    python bench/pretrain_step.py [--batch-size 8] [--text-length 64] [--steps 3] [--quick]
+    python -m bench.pretrain_step [--batch_size 8] [--text_length 64] [--steps 3] [--quick]
 
 The model is `CMELTConfig()` (the paper configuration: ECG encoder + Flan-T5-base-shaped text tower, random init,
 + fusion + the four heads), one full forward + backward + AdamW step per iteration on random inputs shaped like a
@@ -23,8 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, write_result  # noqa: E402
+from bench.machine import machine_info, write_result
 from train_scripts.profiling import matmul_ceiling  # noqa: E402  (one home: the demo prints it too)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pretrain_step.json"
@@ -48,8 +47,8 @@ def make_batch(config: CMELTConfig, batch_size: int, text_length: int, seed: int
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--text-length", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--text_length", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--quick", action="store_true", help="1 timed step (for bench/run_all.py)")
     args = parser.parse_args(argv)
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     achieved = flops_per_step / seconds
     result = {
         "name": "pretrain_step",
-        "command": "python bench/pretrain_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m bench.pretrain_step " + " ".join(argv if argv is not None else sys.argv[1:]),
         "goal": {"metric": "mfu_fp32", "op": ">=", "value": 0.60},
         "results": {
             "parameters": sum(p.numel() for p in model.parameters()),

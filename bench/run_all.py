@@ -1,10 +1,10 @@
 """Run every benchmark script in bench/ and regenerate BENCHMARKS.md.
 
-    python bench/run_all.py [--full] [--only NAME ...] [--timeout SECONDS]
+    python -m bench.run_all [--full] [--only NAME ...] [--timeout SECONDS]
                             [--results bench/results] [--output BENCHMARKS.md]
 
 Each `bench/*.py` except run_all.py, report.py, machine.py (and files starting with "_") runs in its own process
-from the repository root, with `--quick` when its `--help` mentions that flag (unless `--full`). A benchmark that
+from the repository root, as `python -m bench.<name>`, with `--quick` when its `--help` mentions that flag (unless `--full`). A benchmark that
 exits non-zero or times out does not stop the others: its bench/results/<name>.json is replaced by a failure record
 (status "failed", exit code, the last lines of its output, and the previous successful JSON under "previous"), so
 the page shows it as failed. Exit code: 0 if every benchmark succeeded, 1 otherwise.
@@ -24,11 +24,10 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
-from machine import machine_info  # noqa: E402
-from report import DEFAULT_OUTPUT, DEFAULT_RESULTS, write_report  # noqa: E402
+from bench.machine import machine_info, write_result
+from bench.report import DEFAULT_OUTPUT, DEFAULT_RESULTS, write_report
 
-NOT_BENCHMARKS = {"run_all.py", "report.py", "machine.py"}
+NOT_BENCHMARKS = {"__init__.py", "run_all.py", "report.py", "machine.py"}
 ERROR_TAIL_LINES = 30
 
 
@@ -51,10 +50,17 @@ def _environment() -> dict:
     return env
 
 
+def script_command(script: Path) -> list[str]:
+    """How a script runs: a benchmark of this package as a module (`python -m bench.<name>`), any other file by path."""
+    if script.resolve().parent == BENCH:
+        return [sys.executable, "-m", f"bench.{script.stem}"]
+    return [sys.executable, str(script)]
+
+
 def supports_quick(script: Path, timeout: float = 120) -> bool:
     try:
         completed = subprocess.run(
-            [sys.executable, str(script), "--help"], cwd=REPO, env=_environment(),
+            [*script_command(script), "--help"], cwd=REPO, env=_environment(),
             capture_output=True, text=True, timeout=timeout,
         )
     except subprocess.TimeoutExpired:
@@ -109,9 +115,7 @@ def record_failure(results_dir: Path, name: str, command: list[str], returncode:
     }
     if isinstance(previous, dict):
         failure["previous"] = previous
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(failure, indent=2), encoding="utf-8")
-    return path
+    return write_result(path, failure)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = Path(args.results)
     outcomes = []
     for script in benchmark_scripts(args.only):
-        command = [sys.executable, str(script.relative_to(REPO))]
+        command = script_command(script)
         if not args.full and supports_quick(script):
             command.append("--quick")
         print(f"\n=== {script.stem}: {' '.join(['python', *command[1:]])}", flush=True)

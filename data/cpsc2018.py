@@ -7,7 +7,7 @@ Two layouts are recognised (chosen by whether a `REFERENCE.csv` exists in ROOT o
   fields sex, age, data 12 x N mV, 500 Hz);
 - PhysioNet/CinC challenge release: `g1/A0001.hea` + `A0001.mat` ... (any depth) with `#Dx:` SNOMED CT codes.
 
-Random seeded split of the records, 70 / 10 / 20 % by default (REFERENCE.md). (Paper Tab. 9's 4,950 / 551 /
+Random seeded split of the records, 70 / 10 / 20 % by default (the paper's protocol). (Paper Tab. 9's 4,950 / 551 /
 1,376 correspond to MERL's test 20 % and validation 10 % of the rest: pass `split_fractions=(0.72, 0.08, 0.2)`.)
 CPSC2018 publishes no patient ids, so rows have no `patient_id`. `split="merl"`: MERL's published rows and labels
 (`icbeb_{train,val,test}.csv`, the benchmark of C-MELT's Tab. 2 / 3); shipped lists, or MERL's CSV folder with

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # the CLI shows the load summary
     parser = argparse.ArgumentParser(description="Load CSN (ecg-arrhythmia 1.0.0) and print split sizes and class counts.")
     parser.add_argument("root", help=f"folder holding WFDBRecords/ and {CONDITION_NAMES_FILE}")
-    parser.add_argument("--min-records-per-label", type=int, default=10)
+    parser.add_argument("--min_records_per_label", type=int, default=10)
     add_common_cli_arguments(parser)
     add_merl_split_cli_arguments(parser, "seeded")
     args = parser.parse_args(argv)

@@ -1,18 +1,18 @@
 """`cmelt-build-dataset`: your own ECGs, listed in a CSV of file paths and labels, as the DatasetDict that
 cmelt-zero-shot / cmelt-linear-probe / cmelt-finetune take (`--dataset_path OUTPUT`).
 
-    cmelt-build-dataset --csv ecgs.csv --path-column file --label-columns AFIB LBBB RBBB --output data/mine
-    cmelt-build-dataset --csv ecgs.csv --path-column file --label-column diagnoses --separator ";" \
-        --patient-column patient --output data/mine
+    cmelt-build-dataset --csv ecgs.csv --path_column file --label_columns AFIB LBBB RBBB --output data/mine
+    cmelt-build-dataset --csv ecgs.csv --path_column file --label_column diagnoses --separator ";" \
+        --patient_column patient --output data/mine
 
-Labels: `--label-columns` names one column per class (1 / true / yes / x mark a positive; the column names are the
-class codes), or `--label-column` holds each record's codes separated by `--separator` (the classes are the codes
+Labels: `--label_columns` names one column per class (1 / true / yes / x mark a positive; the column names are the
+class codes), or `--label_column` holds each record's codes separated by `--separator` (the classes are the codes
 found, sorted). Paths may be relative to the CSV's folder; any format the readers take (WFDB, PhysioNet `.mat`,
-CPSC `.mat`, `.npy` with `--sampling-rate`). Every record goes through the downstream loaders' machinery
+CPSC `.mat`, `.npy` with `--sampling_rate`). Every record goes through the downstream loaders' machinery
 (`data.downstream.build_dataset_dict`): read, canonicalised to 12 leads x 5000 samples at 500 Hz in mV (the models'
 input), stored as int16 uV with `lead_mask`, `labels` (multi-hot) and `label_ids` (Sequence(ClassLabel) carrying
-the class names). Splits are seeded (`--split-fractions`, default 0.7 / 0.1 / 0.2) and by patient when
-`--patient-column` is given (no patient in two splits). Unreadable records are skipped, counted by reason and
+the class names). Splits are seeded (`--split_fractions`, default 0.7 / 0.1 / 0.2) and by patient when
+`--patient_column` is given (no patient in two splits). Unreadable records are skipped, counted by reason and
 listed in `OUTPUT/<name>_load_report.json`; the build never stops on one.
 """
 
@@ -125,18 +125,18 @@ def build_csv_dataset(
 def main(argv: list[str] | None = None) -> DatasetDict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", required=True, help="CSV with one row per record")
-    parser.add_argument("--path-column", default="path", help="column of record paths (relative to the CSV's folder)")
+    parser.add_argument("--path_column", default="path", help="column of record paths (relative to the CSV's folder)")
     labels = parser.add_mutually_exclusive_group(required=True)
-    labels.add_argument("--label-columns", nargs="+", help="one column per class; 1/true/yes/x = positive")
-    labels.add_argument("--label-column", help="one column of separated class codes per record")
-    parser.add_argument("--separator", default=",", help="separator of the codes in --label-column (default ',')")
-    parser.add_argument("--patient-column", default=None, help="split by patient (no patient in two splits)")
-    parser.add_argument("--split-fractions", type=float, nargs=3, default=(0.7, 0.1, 0.2), metavar=("TRAIN", "VALID", "TEST"))
+    labels.add_argument("--label_columns", nargs="+", help="one column per class; 1/true/yes/x = positive")
+    labels.add_argument("--label_column", help="one column of separated class codes per record")
+    parser.add_argument("--separator", default=",", help="separator of the codes in --label_column (default ',')")
+    parser.add_argument("--patient_column", default=None, help="split by patient (no patient in two splits)")
+    parser.add_argument("--split_fractions", type=float, nargs=3, default=(0.7, 0.1, 0.2), metavar=("TRAIN", "VALID", "TEST"))
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--sampling-rate", type=float, default=None, help="rate of .npy records, in Hz")
+    parser.add_argument("--sampling_rate", type=float, default=None, help="rate of .npy records, in Hz")
     parser.add_argument("--output", required=True, help="folder for the DatasetDict (save_to_disk)")
-    parser.add_argument("--num-proc", type=int, default=1, help="worker processes reading records")
-    parser.add_argument("--cache-dir", default=None, help="datasets cache directory (default: the HF cache)")
+    parser.add_argument("--num_proc", type=int, default=1, help="worker processes reading records")
+    parser.add_argument("--cache_dir", default=None, help="datasets cache directory (default: the HF cache)")
     args = parser.parse_args(argv)
     dataset_dict, report = build_csv_dataset(
         args.csv, args.path_column, args.label_columns, args.label_column, args.separator, args.patient_column,

@@ -518,14 +518,14 @@ def check_split_source(split: str, default: str) -> None:
 
 def add_merl_split_cli_arguments(parser, default: str) -> None:
     parser.add_argument("--split", choices=(default, "merl"), default=default, help="the loader's own split or MERL's published rows")
-    parser.add_argument("--split-files", default=None, help="MERL's original finetune/data_split folder (with --split merl)")
+    parser.add_argument("--split_files", default=None, help="MERL's original finetune/data_split folder (with --split merl)")
 
 
 def add_common_cli_arguments(parser) -> None:
-    parser.add_argument("--num-proc", type=int, default=1, help="worker processes reading records")
+    parser.add_argument("--num_proc", type=int, default=1, help="worker processes reading records")
     parser.add_argument("--seed", type=int, default=42, help="seed of the random splits")
-    parser.add_argument("--output-dir", default=None, help="save the DatasetDict and the load report (JSON) here")
-    parser.add_argument("--cache-dir", default=None, help="datasets cache directory (default: the HF cache)")
+    parser.add_argument("--output_dir", default=None, help="save the DatasetDict and the load report (JSON) here")
+    parser.add_argument("--cache_dir", default=None, help="datasets cache directory (default: the HF cache)")
 
 
 def finish_cli(title: str, dataset_dict: DatasetDict, output_dir: str | None) -> None:

@@ -1,6 +1,6 @@
 """MIMIC-IV-ECG v1.0 -> the pretraining corpus: a `datasets.DatasetDict` (train / validation) on disk.
 
-    python -m data.mimic_iv_ecg ROOT OUT [--num-proc N] [--valid-fraction 0.05] [--seed 0] [--shard-size 2000]
+    python -m data.mimic_iv_ecg ROOT OUT [--num_proc N] [--valid_fraction 0.05] [--seed 0] [--shard_size 2000]
 
 Columns: `study_id`, `subject_id`, `ecg` (int16 uV, canonical lead order; the header's lead names map MIMIC's
 I, II, III, aVR, aVF, aVL order), `lead_mask`, `report` (the record's `report_0..report_17` statements merged and
@@ -432,10 +432,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="MIMIC-IV-ECG v1.0 root (record_list.csv, machine_measurements.csv, files/)")
     parser.add_argument("out", help="output directory (DatasetDict; shards/ inside make the run resumable)")
-    parser.add_argument("--num-proc", type=int, default=1, help="worker processes")
-    parser.add_argument("--valid-fraction", type=float, default=0.05, help="fraction of subjects in validation")
+    parser.add_argument("--num_proc", type=int, default=1, help="worker processes")
+    parser.add_argument("--valid_fraction", type=float, default=0.05, help="fraction of subjects in validation")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient split")
-    parser.add_argument("--shard-size", type=int, default=2000, help="records per resumable shard")
+    parser.add_argument("--shard_size", type=int, default=2000, help="records per resumable shard")
     args = parser.parse_args(argv)
     convert_mimic_iv_ecg(args.root, args.out, num_proc=args.num_proc, valid_fraction=args.valid_fraction,
                          seed=args.seed, shard_size=args.shard_size)

@@ -1,6 +1,6 @@
 """N3S (nearest-neighbour negative sampling): each report's k farthest reports, added as a column of report ids.
 
-    python -m data.n3s DATASET_DIR --encoder PATH [--k 64] [--cache-dir DIR] [--split train]
+    python -m data.n3s DATASET_DIR --encoder PATH [--k 64] [--cache_dir DIR] [--split train]
 
 Work is done once per *unique* report, never per row: the unique-report table (report_id -> text) is embedded
 (`embed_reports`: mean-pooled over the attention mask, L2-normalised; the paper uses google/flan-t5-small, any
@@ -420,13 +420,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset_dir", help="a save_to_disk Dataset / DatasetDict with report and report_id columns")
     parser.add_argument("--encoder", required=True, help=f"local HF text encoder (the paper uses {DEFAULT_ENCODER})")
     parser.add_argument("--k", type=int, default=64)
-    parser.add_argument("--cache-dir", default=None, help="default: DATASET_DIR/n3s_cache")
+    parser.add_argument("--cache_dir", default=None, help="default: DATASET_DIR/n3s_cache")
     parser.add_argument("--split", default="train",
                         help="split whose reports form the table, as pretraining uses it (default: train); 'all' = "
                              "every split together (then validation reports can be training negatives)")
-    parser.add_argument("--index-type", choices=("flat", "ivf"), default="flat")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--index_type", choices=("flat", "ivf"), default="flat")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--max_length", type=int, default=256)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="embedding precision; bfloat16 is ~2x faster where the hardware has bf16 units")
     args = parser.parse_args(argv)

@@ -28,7 +28,7 @@ task="id" (patient identification, following Oh et al. 2022 / fairseq-signals as
   fairseq-signals `identification_manifest.py`.
 Identification rows have `patient_id`, `identity` (int, per split), `role` and `segment_index`; no label columns.
 
-CLI: `python -m data.physionet2021 ROOT --task dx` (or `--task id --ptbxl-root PTBXL`).
+CLI: `python -m data.physionet2021 ROOT --task dx` (or `--task id --ptbxl_root PTBXL`).
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", help="challenge-2021 folder (training/<source>/g*/ .hea + .mat)")
     parser.add_argument("--task", choices=("dx", "id"), default="dx")
     parser.add_argument("--sources", nargs="*", default=None, help="only these source folders (e.g. cpsc_2018 georgia)")
-    parser.add_argument("--ptbxl-root", default=None, help="PTB-XL folder: test identities for --task id")
+    parser.add_argument("--ptbxl_root", default=None, help="PTB-XL folder: test identities for --task id")
     add_common_cli_arguments(parser)
     args = parser.parse_args(argv)
     dataset_dict = load_physionet2021(

@@ -16,8 +16,8 @@ are the 500 Hz `filename_hr` records.
 `split="merl"`: MERL's published rows and labels instead (the benchmark of C-MELT's Tab. 2 / 3; shipped lists, or
 MERL's original CSV folder with `split_files=`); the signals and patient ids still come from ROOT.
 
-CLI: `python -m data.ptbxl ROOT --task super` (add `--metadata-only` to compute the label table from the CSVs
-without signals, `--database-csv FILE` to use another copy of ptbxl_database.csv).
+CLI: `python -m data.ptbxl ROOT --task super` (add `--metadata_only` to compute the label table from the CSVs
+without signals, `--database_csv FILE` to use another copy of ptbxl_database.csv).
 """
 
 from __future__ import annotations
@@ -264,8 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Load PTB-XL and print split sizes and class counts.")
     parser.add_argument("root", help="PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/)")
     parser.add_argument("--task", choices=sorted(TASK_LABEL_SETS), default="super")
-    parser.add_argument("--database-csv", default=None, help="another copy of ptbxl_database.csv")
-    parser.add_argument("--metadata-only", action="store_true", help="labels from the CSVs only, no signals")
+    parser.add_argument("--database_csv", default=None, help="another copy of ptbxl_database.csv")
+    parser.add_argument("--metadata_only", action="store_true", help="labels from the CSVs only, no signals")
     add_merl_split_cli_arguments(parser, "folds")
     add_common_cli_arguments(parser)
     args = parser.parse_args(argv)

@@ -43,7 +43,7 @@ def _records_in_csv(csv_path: Path, path_column: str) -> list[str]:
 
     table = pd.read_csv(csv_path, sep="\t" if csv_path.suffix.lower() == ".tsv" else ",", dtype=str)
     if path_column not in table.columns:
-        raise ValueError(f"{csv_path}: no column {path_column!r} (columns: {list(table.columns)}); pass --path-column")
+        raise ValueError(f"{csv_path}: no column {path_column!r} (columns: {list(table.columns)}); pass --path_column")
     return [str(resolve_relative(value, csv_path.parent)) for value in table[path_column].fillna("")]
 
 
@@ -155,9 +155,9 @@ def add_input_arguments(parser) -> None:
     """INPUTS, the model and the options of reading and running them, shared by cmelt-label and cmelt-embed."""
     parser.add_argument("inputs", nargs="+", help="record files, folders (searched recursively), globs, or CSV files")
     parser.add_argument("--model", required=True, help="a saved C-MELT folder or a Hub repo id")
-    parser.add_argument("--path-column", default="path", help="column of record paths in CSV inputs (default: path)")
-    parser.add_argument("--sampling-rate", type=float, default=None, help="rate of .npy inputs, in Hz")
+    parser.add_argument("--path_column", default="path", help="column of record paths in CSV inputs (default: path)")
+    parser.add_argument("--sampling_rate", type=float, default=None, help="rate of .npy inputs, in Hz")
     add_leads_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=32, help="records per forward pass")
+    parser.add_argument("--batch_size", type=int, default=32, help="records per forward pass")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description="Derive the shipped MERL split lists from MERL's original CSVs.")
     parser.add_argument("split_files", help="MERL's finetune/data_split folder")
-    parser.add_argument("--output-dir", default=str(MERL_SPLIT_DIR))
+    parser.add_argument("--output_dir", default=str(MERL_SPLIT_DIR))
     args = parser.parse_args(argv)
     for path in write_merl_split_lists(args.split_files, args.output_dir):
         print(path)

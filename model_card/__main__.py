@@ -1,4 +1,4 @@
-"""`python -m model_card MODEL_FOLDER [--results PATH ...] [--license ID] [--base-model ORG/NAME] [--provenance TEXT]
+"""`python -m model_card MODEL_FOLDER [--results PATH ...] [--license ID] [--base_model ORG/NAME] [--provenance TEXT]
 [--datasets ID ...] [--figures PNG ...] [--output README.md]` (also `cmelt-model-card`)."""
 
 import argparse
@@ -17,14 +17,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--license", help="Hub licence id of the weights (mit, apache-2.0, cc-by-nc-4.0, other ...); "
                         "default: mit for the synthetic demo, else unknown")
-    parser.add_argument("--base-model", help="Hub id of the model these weights were fine-tuned or converted from")
+    parser.add_argument("--base_model", help="Hub id of the model these weights were fine-tuned or converted from")
     parser.add_argument("--provenance", help="where the weights come from, in one sentence")
     parser.add_argument("--datasets", nargs="+", metavar="ID", help="Hub ids of the datasets the weights were trained on")
     parser.add_argument("--figures", nargs="+", metavar="PNG", default=[], help="extra PNG figures to embed")
     parser.add_argument("--output", help="card path (default: MODEL_FOLDER/README.md)")
-    parser.add_argument("--model-name", help="name in the model-index (default: the folder name)")
-    parser.add_argument("--repo-id", help="Hub id shown in the usage snippets (default: your-username/<model name>)")
-    parser.add_argument("--result-model", help="keep only results whose 'model' field equals this")
+    parser.add_argument("--model_name", help="name in the model-index (default: the folder name)")
+    parser.add_argument("--repo_id", help="Hub id shown in the usage snippets (default: your-username/<model name>)")
+    parser.add_argument("--result_model", help="keep only results whose 'model' field equals this")
     args = parser.parse_args(argv)
     path = write_model_card(
         args.model_folder, args.results, args.output, args.figures, license=args.license, base_model=args.base_model,

@@ -1,6 +1,6 @@
 """Write the Hugging Face Hub model card (README.md) of a saved C-MELT folder with `huggingface_hub`'s `ModelCard`.
 
-    python -m model_card MODEL_FOLDER [--results RESULTS.json ...] [--license mit] [--base-model ORG/NAME]
+    python -m model_card MODEL_FOLDER [--results RESULTS.json ...] [--license mit] [--base_model ORG/NAME]
         [--provenance TEXT] [--datasets ID ...] [--figures PNG ...] [--output README.md]
 
 Inputs: the folder's `config.json` (architecture and parameter counts, computed on the meta device without
@@ -123,7 +123,7 @@ def dataset_info(name: str) -> DatasetInfo:
 
 @dataclass(frozen=True)
 class PaperResult:
-    """One number of the C-MELT paper (REFERENCE.md §3), in the paper's units (x 100)."""
+    """One number of the C-MELT paper's result tables, in the paper's units (x 100)."""
 
     protocol: str
     datasets: tuple[str, ...]
@@ -425,7 +425,7 @@ def select_results(rows: list[dict], result_model: str | None) -> list[dict]:
     models = sorted({row["model"] for row in rows})
     if len(models) > 1:
         raise ValueError(
-            f"the results describe {len(models)} models {models}; pass result_model (--result-model) to pick the "
+            f"the results describe {len(models)} models {models}; pass result_model (--result_model) to pick the "
             "one this card is about, so no other model's numbers end up in it"
         )
     return rows
@@ -487,7 +487,8 @@ def evaluation_section(rows: list[dict]) -> str:
         "by this repository's evaluation scripts, with its bootstrap 95 % confidence interval when the run computed "
         "one; **baseline** is the same protocol on a randomly initialised model of the same architecture, when run. "
         "**paper-reported** is what the C-MELT paper reports for its own model under the same protocol "
-        "(REFERENCE.md §3). It is shown for orientation only and was not measured here. \"—\" means there is no "
+        "(the result tables of Pham et al., arXiv:2410.02131; see Citation). It is shown for orientation only and was "
+        "not measured here. \"—\" means there is no "
         "number for that setting. All columns are × 100 for AUROC, accuracy and the CinC score.\n\n"
         + header + "\n" + "\n".join(table)
     )

@@ -1,7 +1,7 @@
 """C-MELT configuration: an ECG tower, a text tower (any encoder config; Flan-T5-base shape by default), and the
 fusion / pretraining heads on top.
 
-`CMELTConfig()` with no arguments is the paper's configuration (REFERENCE.md §1). `CMELTConfig.from_preset("tiny")`
+`CMELTConfig()` with no arguments is the paper's configuration. `CMELTConfig.from_preset("tiny")`
 is a small model for tests and demos.
 """
 

@@ -7,11 +7,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-import machine  # noqa: E402
-import report  # noqa: E402
-import run_all  # noqa: E402
+from bench import machine, report, run_all
 
 MACHINE = {"cpu_model": "Test CPU 9000", "usable_cores": 2, "cpu_count": 2, "ram_gib": 7.7, "torch": "2.13.0",
            "transformers": "5.23.0", "date": "2025-01-02T03:04:05+00:00"}
@@ -116,3 +112,15 @@ def test_machine_info_fields():
     assert info["torch"] and info["transformers"]
     assert datetime.fromisoformat(info["date"]).tzinfo is not None
     json.dumps(info)  # must be storable in the bench JSON
+
+
+def test_bench_is_a_package_with_one_result_writer():
+    """Benchmarks run as `python -m bench.<name>`: no sys.path edits; every result JSON goes through
+    `bench.machine.write_result` (report.py writes only the markdown page)."""
+    bench = Path(report.__file__).resolve().parent
+    assert (bench / "__init__.py").is_file()
+    for path in sorted(bench.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert "sys.path" not in text, path.name
+        if path.name not in ("machine.py", "report.py"):
+            assert "json.dump(" not in text and ".write_text(" not in text, path.name

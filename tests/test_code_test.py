@@ -37,7 +37,7 @@ def test_code_test_loader(shared_data, tmp_path):
 def test_row_count_mismatch_and_cli(shared_data, tmp_path, capsys):
     root = write_code_test_tree(tmp_path / "code", shared_data, np.zeros((2, 6)), seconds=[10, 10])
     gold = root / "annotations" / "gold_standard.csv"
-    main([str(root), "--cache-dir", str(tmp_path / "cache")])
+    main([str(root), "--cache_dir", str(tmp_path / "cache")])
     output = capsys.readouterr().out
     assert "6 classes" in output and "records" in output
     gold.write_text(gold.read_text() + "0,0,0,0,0,1\n")

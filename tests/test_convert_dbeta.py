@@ -216,7 +216,7 @@ CONVERTED_PIPELINE = textwrap.dedent(
 def test_cli_writes_a_hub_folder_that_serves_the_pipeline_without_the_package(official, shared_data, tmp_path):
     checkpoint, state, t5_folder = official
     output = tmp_path / "converted"
-    flags = ["--ecg-heads", "4", "--fusion-heads", "4", "--mem-heads", "2", "--mem-layer", "1"]
+    flags = ["--ecg_heads", "4", "--fusion_heads", "4", "--mem_heads", "2", "--mem_layer", "1"]
     result = subprocess.run(
         [sys.executable, "-m", "train_scripts.convert_dbeta", str(checkpoint), str(output), "--tokenizer", str(t5_folder), *flags],
         capture_output=True,
@@ -250,7 +250,7 @@ def test_cli_writes_a_hub_folder_that_serves_the_pipeline_without_the_package(of
 def test_without_a_tokenizer_the_cli_says_how_to_add_one(official, tmp_path):
     checkpoint, _, _ = official
     result = subprocess.run(
-        [sys.executable, "-m", "train_scripts.convert_dbeta", str(checkpoint), str(tmp_path / "out"), "--ecg-heads", "4", "--fusion-heads", "4", "--mem-heads", "2", "--mem-layer", "1"],
+        [sys.executable, "-m", "train_scripts.convert_dbeta", str(checkpoint), str(tmp_path / "out"), "--ecg_heads", "4", "--fusion_heads", "4", "--mem_heads", "2", "--mem_layer", "1"],
         capture_output=True,
         text=True,
     )

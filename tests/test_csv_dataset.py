@@ -12,7 +12,6 @@ from datasets import load_from_disk
 
 from fixtures_downstream import sine_twelve_leads, truncate_file, write_challenge_record
 
-from test_eval_scripts import model_folder  # noqa: F401 (module fixture reused)
 
 from data.csv_dataset import build_csv_dataset, main
 from data.downstream import downstream_features, label_names
@@ -87,9 +86,9 @@ def test_one_column_per_class_and_clear_errors(clinic_csv, tmp_path):
 @pytest.mark.slow
 def test_evaluation_scripts_take_the_built_dataset(clinic_csv, model_folder, tmp_path):  # noqa: F811
     output = tmp_path / "mine"
-    main(["--csv", str(clinic_csv), "--path-column", "file", "--label-column", "dx", "--separator", ";",
-          "--patient-column", "patient", "--split-fractions", "0.5", "0.25", "0.25", "--seed", "3",
-          "--output", str(output), "--cache-dir", str(tmp_path / "cache")])
+    main(["--csv", str(clinic_csv), "--path_column", "file", "--label_column", "dx", "--separator", ";",
+          "--patient_column", "patient", "--split_fractions", "0.5", "0.25", "0.25", "--seed", "3",
+          "--output", str(output), "--cache_dir", str(tmp_path / "cache")])
     report = json.loads((output / "mine_load_report.json").read_text())
     assert report["skipped"] == 2 and sum(report["by_reason"].values()) == 2
     assert label_names(load_from_disk(str(output))) == ["AF", "LBBB", "NORM"]

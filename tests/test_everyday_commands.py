@@ -13,14 +13,11 @@ from datasets import load_from_disk
 from transformers import AutoTokenizer, pipeline
 
 from fixtures_downstream import real_twelve_leads, sine_twelve_leads, truncate_file, write_challenge_record
-from test_pipeline import model_folder  # noqa: F401 (module fixture: a tiny saved C-MELT with processor)
 
 from data.record_inputs import collect_record_paths
-from data.text_tower import build_tiny_t5
-from modeling_cmelt import CMELTConfig, CMELTModel
+from modeling_cmelt import CMELTModel
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-from modeling_cmelt.pipeline_cmelt import encode_label_texts, load_label_descriptions
-from modeling_cmelt.processing_cmelt import CMELTProcessor
+from modeling_cmelt.pipeline_cmelt import encode_label_texts
 from train_scripts import embed, label, search
 
 LABELS = ["NORM", "MI", "STTC", "CD", "HYP"]
@@ -63,11 +60,11 @@ def test_inputs_from_folders_globs_csv_and_files(inputs, shared_data):
 
 
 @pytest.mark.slow
-def test_label_scores_equal_the_pipeline_and_bad_records_get_errors(model_folder, inputs, shared_data, tmp_path):
+def test_label_scores_equal_the_pipeline_and_bad_records_get_errors(dual_encoder_folder, inputs, shared_data, tmp_path):
     output = tmp_path / "labels.csv"
     label.main([str(shared_data / "wfdb"), str(inputs / "good"), str(inputs / "bad"), str(inputs / "list.csv"),
-                "--model", str(model_folder), "--label-set", "ptbxl_super", "--sampling-rate", "250",
-                "--output", str(output), "--batch-size", "3", "--no-progress"])
+                "--model", str(dual_encoder_folder), "--label_set", "ptbxl_super", "--sampling_rate", "250",
+                "--output", str(output), "--batch_size", "3", "--no_progress"])
     table = pd.read_csv(output).set_index("path")
     assert list(table.columns[:5]) == ["error", "leads", "n_leads", "top_labels", "notes"] and list(table.columns[5:]) == LABELS
     bad = [str(inputs / "bad" / name) for name in ("JS00003", "broken.npy", "garbage")] + [str(inputs / "missing" / "record")]
@@ -76,7 +73,7 @@ def test_label_scores_equal_the_pipeline_and_bad_records_get_errors(model_folder
     assert len(good) == 5 and good["error"].isna().all()
     assert good.loc[str(shared_data / "wfdb" / "100"), "leads"] == "II,V5"
     assert good.loc[str(inputs / "good" / "holter.npy"), "n_leads"] == 12
-    classifier = pipeline("zero-shot-ecg-classification", model=str(model_folder), trust_remote_code=True)
+    classifier = pipeline("zero-shot-ecg-classification", model=str(dual_encoder_folder), trust_remote_code=True)
     for path in (shared_data / "wfdb" / "s0010_re", inputs / "good" / "JS00001"):
         expected = {entry["label"]: entry["score"] for entry in classifier(str(path), candidate_labels=LABELS, label_set="ptbxl_super")}
         assert good.loc[str(path), LABELS].to_dict() == pytest.approx(expected, rel=1e-5, abs=1e-12)
@@ -85,32 +82,32 @@ def test_label_scores_equal_the_pipeline_and_bad_records_get_errors(model_folder
 
 
 @pytest.mark.slow
-def test_label_json_lines_free_text_and_leads(model_folder, shared_data, tmp_path):
+def test_label_json_lines_free_text_and_leads(dual_encoder_folder, shared_data, tmp_path):
     output = tmp_path / "labels.jsonl"
-    rows = label.main([str(shared_data / "wfdb" / "s0010_re.hea"), "--model", str(model_folder), "--labels",
-                       "atrial fibrillation,sinus rhythm", "--leads", "P-2", "--top-k", "1", "--softmax",
-                       "--output", str(output), "--no-progress"])
+    rows = label.main([str(shared_data / "wfdb" / "s0010_re.hea"), "--model", str(dual_encoder_folder), "--labels",
+                       "atrial fibrillation,sinus rhythm", "--leads", "P-2", "--top_k", "1", "--softmax",
+                       "--output", str(output), "--no_progress"])
     (stored,) = [json.loads(line) for line in output.read_text().splitlines()]
     assert stored["leads"] == "I,II" and stored["n_leads"] == 2 and stored["error"] is None
     assert stored["atrial fibrillation"] + stored["sinus rhythm"] == pytest.approx(1.0, abs=1e-5)
     assert rows[0]["top_labels"].count(":") == 1
     with pytest.raises(SystemExit):
-        label.main([str(shared_data / "wfdb"), "--model", str(model_folder)])  # nothing to score against
+        label.main([str(shared_data / "wfdb"), "--model", str(dual_encoder_folder)])  # nothing to score against
 
 
 @pytest.mark.slow
-def test_embed_and_search_find_the_nearest_ecgs(model_folder, inputs, shared_data, tmp_path):
+def test_embed_and_search_find_the_nearest_ecgs(dual_encoder_folder, inputs, shared_data, tmp_path):
     out = tmp_path / "emb"
     dataset, skipped = embed.main([str(inputs / "list.csv"), str(inputs / "good"), str(inputs / "bad"),
-                                   str(shared_data / "wfdb" / "100"), "--model", str(model_folder), "--output", str(out),
-                                   "--text-column", "report", "--parquet", "--sampling-rate", "250", "--no-progress"])
+                                   str(shared_data / "wfdb" / "100"), "--model", str(dual_encoder_folder), "--output", str(out),
+                                   "--text_column", "report", "--parquet", "--sampling_rate", "250", "--no_progress"])
     stored = load_from_disk(str(out))
     assert len(stored) == 5 and stored.column_names == ["path", "ecg_embedding", "lead_mask", "leads", "text", "text_embedding"]
     assert pd.read_csv(out / "skipped.csv")["path"].tolist() == [str(p) for p in (
         inputs / "missing" / "record", inputs / "bad" / "JS00003", inputs / "bad" / "broken.npy", inputs / "bad" / "garbage")]
     assert pd.read_parquet(out / "embeddings.parquet")["path"].tolist() == stored["path"]
-    model = CMELTModel.from_pretrained(model_folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_folder)
+    model = CMELTModel.from_pretrained(dual_encoder_folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(dual_encoder_folder)
     features = CMELTFeatureExtractor()(str(shared_data / "wfdb" / "100"), return_tensors="pt")
     with torch.no_grad():
         expected = model.get_ecg_features(features["input_values"], lead_mask=features["lead_mask"]).pooler_output[0]
@@ -125,7 +122,7 @@ def test_embed_and_search_find_the_nearest_ecgs(model_folder, inputs, shared_dat
     embeddings = np.asarray(stored["ecg_embedding"], dtype=np.float32)
     brute = np.argsort(-(embeddings @ afib.detach().numpy()), kind="stable")[:3]
     assert [hit["path"] for hit in hits] == [stored["path"][i] for i in brute]
-    classifier = pipeline("zero-shot-ecg-classification", model=str(model_folder), trust_remote_code=True)
+    classifier = pipeline("zero-shot-ecg-classification", model=str(dual_encoder_folder), trust_remote_code=True)
     best = hits[0]
     (entry,) = classifier(best["path"], candidate_labels=["atrial fibrillation"], sampling_rate=250 if best["path"].endswith(".npy") else None)
     assert best["score"] == pytest.approx(entry["score"], rel=1e-5, abs=1e-12)  # the search score is the zero-shot score
@@ -134,7 +131,7 @@ def test_embed_and_search_find_the_nearest_ecgs(model_folder, inputs, shared_dat
         search.main([str(tmp_path), "x"])
 
 
-def test_demo_example_record_is_a_labelable_copy(tmp_path, model_folder):
+def test_demo_example_record_is_a_labelable_copy(tmp_path, dual_encoder_folder):
     """The README's bare-clone quick start labels OUT/example-ecg, which the demo writes from a held-out record."""
     from data.synthetic import write_mimic_tree
     from modeling_cmelt.reading_cmelt import read_ecg
@@ -146,17 +143,17 @@ def test_demo_example_record_is_a_labelable_copy(tmp_path, model_folder):
     assert example == tmp_path / "out" / "example-ecg" / "example"
     copied, original = read_ecg(example), read_ecg(tmp_path / "mimic" / listed["path"])
     assert np.array_equal(copied.signal, original.signal) and copied.lead_names == original.lead_names
-    (row,) = label.main([str(tmp_path / "out" / "example-ecg"), "--model", str(model_folder), "--label-set",
-                         "ptbxl_super", "--output", str(tmp_path / "labels.csv"), "--no-progress"])
+    (row,) = label.main([str(tmp_path / "out" / "example-ecg"), "--model", str(dual_encoder_folder), "--label_set",
+                         "ptbxl_super", "--output", str(tmp_path / "labels.csv"), "--no_progress"])
     assert row["error"] is None and row["n_leads"] == 12
 
 
-def test_a_record_read_with_wfdb_like_the_physionet_example(model_folder, shared_data):
+def test_a_record_read_with_wfdb_like_the_physionet_example(dual_encoder_folder, shared_data):
     """README: `wfdb.rdrecord(name, pn_dir=...)` then the pipeline on the array; here the same record read locally
     (no internet) gives the scores of the file path."""
     import wfdb
 
-    classifier = pipeline("zero-shot-ecg-classification", model=str(model_folder), trust_remote_code=True)
+    classifier = pipeline("zero-shot-ecg-classification", model=str(dual_encoder_folder), trust_remote_code=True)
     record = wfdb.rdrecord(str(shared_data / "wfdb" / "s0010_re"))
     from_array = classifier(record.p_signal.T, sampling_rate=record.fs, lead_names=record.sig_name,
                             candidate_labels=LABELS, label_set="ptbxl_super")

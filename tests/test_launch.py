@@ -111,7 +111,6 @@ def test_two_process_pretraining_with_a_loss_switched_off(corpus_and_encoder, tm
     assert (output / "model" / "model.safetensors").is_file(), result.stderr[-2000:]
 
 
-from test_eval_scripts import dataset_path, model_folder  # noqa: E402,F401  (fixtures: tiny model, tiny dataset)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 
-from test_eval_scripts import common, dataset_path, model_folder  # noqa: F401 (module fixtures reused)
+from test_eval_scripts import common
 
 from data.leads import LEAD_SETS, lead_keep_mask, lead_names
 from train_scripts import linear_probe, zero_shot

@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.metrics import roc_auc_score
-from transformers import AutoTokenizer
 
 from fixtures_downstream import write_cpsc_merl_fixture, write_csn_merl_fixture, write_ptbxl_merl_fixture
 
@@ -21,11 +19,7 @@ from data.downstream import DownstreamReport
 from data.labels import MERL_LABEL_SETS, label_codes
 from data.ptbxl import merl_label_table, ptbxl_label_table
 from data.splits import MERL_SPLIT_FILES, merl_column_for_code, read_merl_split_csvs, read_merl_split_list
-from data.text_tower import build_tiny_t5
-from modeling_cmelt import CMELTConfig, CMELTForPreTraining
-from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.pipeline_cmelt import label_texts_for, load_label_descriptions, resolve_prompts
-from modeling_cmelt.processing_cmelt import CMELTProcessor
 from train_scripts import domain_transfer, finetune, linear_probe, report, zero_shot
 from train_scripts.datasets_registry import load_evaluation_data
 from train_scripts.evaluation import (
@@ -271,17 +265,10 @@ PER_SPLIT = {"train": 10, "validation": 6, "test": 8}
 
 @pytest.fixture(scope="module")
 def merl_model(tmp_path_factory):
-    descriptions = load_label_descriptions()
-    texts = [text for label_set in descriptions.values() for text in label_set.values()]
-    texts += [text for label_set in MERL_LABEL_SETS for text in load_label_descriptions(label_set, prompts="merl").values()]
-    folder = tmp_path_factory.mktemp("cmelt-merl")
-    build_tiny_t5(texts, folder / "t5", vocab_size=200, d_model=32, d_ff=64)
-    tokenizer = AutoTokenizer.from_pretrained(folder / "t5")
-    torch.manual_seed(0)
-    config = CMELTConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)})
-    CMELTForPreTraining(config).save_pretrained(folder / "model")
-    CMELTProcessor(CMELTFeatureExtractor(), tokenizer).save_pretrained(folder / "model")
-    return folder / "model"
+    from conftest import build_tiny_model_folder
+
+    texts = [text for label_set in MERL_LABEL_SETS for text in load_label_descriptions(label_set, prompts="merl").values()]
+    return build_tiny_model_folder(tmp_path_factory.mktemp("cmelt-merl"), name="model", extra_texts=texts)
 
 
 @pytest.fixture(scope="module")

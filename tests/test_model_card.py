@@ -6,18 +6,12 @@ import re
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
-from transformers import AutoTokenizer
 
-from data.text_tower import build_tiny_t5
 from model_card.__main__ import main as model_card_main
 from model_card.generate import count_parameters, write_model_card
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining, CMELTModel
-from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-from modeling_cmelt.pipeline_cmelt import load_label_descriptions
-from modeling_cmelt.processing_cmelt import CMELTProcessor
 from model_card.results import RESULTS_SCHEMA, read_results
 
 # Paper numbers (REFERENCE.md §3) for the settings written below.
@@ -37,19 +31,6 @@ def evaluation_rows(body: str) -> list[dict]:
     lines = [line for line in section.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("card")
-    texts = [text for label_set in load_label_descriptions().values() for text in label_set.values()]
-    build_tiny_t5(texts, root / "t5", vocab_size=200, d_model=32, d_ff=64)
-    tokenizer = AutoTokenizer.from_pretrained(root / "t5")
-    torch.manual_seed(0)
-    config = CMELTConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)})
-    CMELTForPreTraining(config).save_pretrained(root / "cmelt-tiny")
-    CMELTProcessor(CMELTFeatureExtractor(), tokenizer).save_pretrained(root / "cmelt-tiny")
-    return root / "cmelt-tiny"
 
 
 def result_row(task, protocol, metric, value, **fields) -> dict:
@@ -251,9 +232,9 @@ def test_cli_and_results_of_several_models(tmp_path, results_file):
     with pytest.raises(ValueError, match="2 models"):
         write_model_card(folder, [results_file, other])
     output = tmp_path / "card" / "README.md"
-    model_card_main([str(folder), "--results", str(results_file), str(other), "--result-model", "another-model",
-                     "--output", str(output), "--model-name", "org/cmelt-x", "--license", "apache-2.0",
-                     "--base-model", "org/base", "--provenance", "fine-tuned here", "--datasets", "ptb-xl"])
+    model_card_main([str(folder), "--results", str(results_file), str(other), "--result_model", "another-model",
+                     "--output", str(output), "--model_name", "org/cmelt-x", "--license", "apache-2.0",
+                     "--base_model", "org/base", "--provenance", "fine-tuned here", "--datasets", "ptb-xl"])
     metadata, body = split_card(output.read_text())
     (index,) = metadata["model-index"]
     assert index["name"] == "org/cmelt-x" and [r["metrics"][0]["value"] for r in index["results"]] == [0.91]
@@ -282,7 +263,7 @@ def test_usage_example_works_for_the_hub_repo_id(model_folder, tmp_path):
     import subprocess
     import sys
 
-    from test_pipeline import hub_cache_with
+    from conftest import hub_cache_with
 
     folder = tmp_path / "cmelt-demo"
     shutil.copytree(model_folder, folder)

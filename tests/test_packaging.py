@@ -135,3 +135,29 @@ def test_no_process_global_state():
             if text.startswith(("warnings.filterwarnings(", "warnings.simplefilter(", "matplotlib.use(")):
                 found.append(f"{name}: {text}")
     assert not found
+
+
+def test_one_cli_flag_style():
+    """Every command's long flags are spelled with underscores (`--num_proc`), as HfArgumentParser spells the
+    training scripts' flags."""
+    import ast
+
+    dashed = []
+    for path in [*project_modules().values(), *(REPO / "bench").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+                dashed += [f"{path.name}: {arg.value}" for arg in node.args if isinstance(arg, ast.Constant)
+                           and isinstance(arg.value, str) and arg.value.startswith("--") and "-" in arg.value[2:]]
+    assert not dashed
+    readme = (REPO / "README.md").read_text()
+    assert "--num-proc" not in readme and "--num_proc" in readme
+
+
+def test_shipped_text_cites_no_file_outside_the_repository():
+    """The README, the model card generator and the Hub folder are read by people who have only the repository
+    (or only the Hub folder): no citation of the development notes or the shared data folder beside it."""
+    shipped = [REPO / "README.md", *(REPO / "model_card").glob("*"), *(REPO / "modeling_cmelt").glob("*")]
+    outside = ("REFERENCE.md", "ARCHITECTURE.md", "DATASET_LAYOUTS.md", "../shared")
+    found = [f"{path.name}: {name}" for path in shipped if path.is_file() and path.suffix in (".py", ".md", ".json")
+             for name in outside if name in path.read_text(encoding="utf-8")]
+    assert not found

@@ -8,34 +8,18 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, pipeline
+from transformers import pipeline
 
-from data.text_tower import build_tiny_t5
-from modeling_cmelt import CMELTConfig, CMELTModel
-from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
+from conftest import hub_cache_with
+
 from modeling_cmelt.pipeline_cmelt import label_texts_for, load_label_descriptions
-from modeling_cmelt.processing_cmelt import CMELTProcessor
 
 TASK = "zero-shot-ecg-classification"
 
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    descriptions = load_label_descriptions()
-    texts = [text for label_set in descriptions.values() for text in label_set.values()]
-    folder = tmp_path_factory.mktemp("cmelt-zero-shot")
-    build_tiny_t5(texts, folder / "t5", vocab_size=200, d_model=32, d_ff=64)
-    tokenizer = AutoTokenizer.from_pretrained(folder / "t5")
-    torch.manual_seed(0)
-    config = CMELTConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)}, siglep_learnable_scale=True)
-    CMELTModel(config).save_pretrained(folder / "model")
-    CMELTProcessor(CMELTFeatureExtractor(), tokenizer).save_pretrained(folder / "model")
-    return folder / "model"
-
-
-@pytest.fixture(scope="module")
-def classifier(model_folder):
-    return pipeline(TASK, model=str(model_folder), trust_remote_code=True)
+def classifier(dual_encoder_folder):
+    return pipeline(TASK, model=str(dual_encoder_folder), trust_remote_code=True)
 
 
 def check_ranked(result, labels):
@@ -130,11 +114,11 @@ BLOCKED = textwrap.dedent(
 )
 
 
-def test_remote_code_pipeline_without_the_package(model_folder, shared_data, tmp_path):
+def test_remote_code_pipeline_without_the_package(dual_encoder_folder, shared_data, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(BLOCKED)
     result = subprocess.run(
-        [sys.executable, str(script), str(model_folder), str(shared_data / "wfdb" / "s0010_re")],
+        [sys.executable, str(script), str(dual_encoder_folder), str(shared_data / "wfdb" / "s0010_re")],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -145,23 +129,9 @@ def test_remote_code_pipeline_without_the_package(model_folder, shared_data, tmp
     assert sorted(eval(result.stdout.strip().splitlines()[-1])) == ["AFIB", "NORM", "STE"]  # noqa: S307 - our own output
 
 
-HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-def hub_cache_with(model_folder, cache, repo_id: str) -> None:
-    """The layout `huggingface_hub` downloads into (`models--org--name/snapshots/<rev>/`, `refs/main`), populated
-    offline from a saved folder: loading `repo_id` from it is what a user of a Hub model gets."""
-    import shutil
-
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    shutil.copytree(model_folder, repo / "snapshots" / HUB_REVISION)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(HUB_REVISION)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["hub-cache", "copied-folder"])
-def test_label_set_works_for_a_hub_repo_id_and_a_copied_folder(model_folder, shared_data, tmp_path, source):
+def test_label_set_works_for_a_hub_repo_id_and_a_copied_folder(dual_encoder_folder, shared_data, tmp_path, source):
     """`label_set=` needs label_descriptions.json: it is resolved from the model's own repo / folder, not from the
     working directory or the module cache (transformers copies only .py files there)."""
     import shutil
@@ -169,11 +139,11 @@ def test_label_set_works_for_a_hub_repo_id_and_a_copied_folder(model_folder, sha
     env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin",
            "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path / "hf-home")}
     if source == "hub-cache":
-        hub_cache_with(model_folder, tmp_path / "hub", "acme/cmelt-tiny")
+        hub_cache_with(dual_encoder_folder, tmp_path / "hub", "acme/cmelt-tiny")
         model = "acme/cmelt-tiny"
     else:
         model = str(tmp_path / "elsewhere" / "my-copy")
-        shutil.copytree(model_folder, model)
+        shutil.copytree(dual_encoder_folder, model)
     (tmp_path / "work").mkdir()
     script = tmp_path / "run.py"
     script.write_text(BLOCKED)
@@ -185,11 +155,11 @@ def test_label_set_works_for_a_hub_repo_id_and_a_copied_folder(model_folder, sha
     assert sorted(eval(result.stdout.strip().splitlines()[-1])) == ["AFIB", "NORM", "STE"]  # noqa: S307 - our own output
 
 
-def test_resolve_model_file_finds_folder_files_and_reports_missing_ones(model_folder, tmp_path):
+def test_resolve_model_file_finds_folder_files_and_reports_missing_ones(dual_encoder_folder, tmp_path):
     from modeling_cmelt.pipeline_cmelt import DESCRIPTIONS_FILE, resolve_model_file
 
-    assert resolve_model_file(model_folder, DESCRIPTIONS_FILE) == str(model_folder / DESCRIPTIONS_FILE)
-    assert resolve_model_file(model_folder, "no_such_file.json") is None
+    assert resolve_model_file(dual_encoder_folder, DESCRIPTIONS_FILE) == str(dual_encoder_folder / DESCRIPTIONS_FILE)
+    assert resolve_model_file(dual_encoder_folder, "no_such_file.json") is None
     assert resolve_model_file(None, DESCRIPTIONS_FILE) is None
     # a model without its own copy falls back to the installed package's descriptions
     assert "ptbxl_super" in load_label_descriptions(folder=tmp_path)

@@ -62,7 +62,7 @@ def test_zero_likelihood_statements_count(real_ptbxl):
 def test_cli_metadata_only_prints_class_counts(real_ptbxl):
     root, database_csv = real_ptbxl
     result = subprocess.run(
-        [sys.executable, "-m", "data.ptbxl", str(root), "--task", "rhythm", "--metadata-only", "--database-csv", str(database_csv)],
+        [sys.executable, "-m", "data.ptbxl", str(root), "--task", "rhythm", "--metadata_only", "--database_csv", str(database_csv)],
         capture_output=True, text=True, check=True,
     )
     expected = independent_labels(real_ptbxl, "rhythm")
@@ -126,7 +126,7 @@ def test_loader_on_layout_exact_tree(ptbxl_tree, tmp_path):
 
 def test_cli_with_signals_prints_class_counts(ptbxl_tree, tmp_path, capsys):
     root, _ = ptbxl_tree
-    main([str(root), "--task", "rhythm", "--cache-dir", str(tmp_path)])
+    main([str(root), "--task", "rhythm", "--cache_dir", str(tmp_path)])
     output = capsys.readouterr().out
     table = {line.split()[0]: line.split()[1:] for line in output.splitlines() if line.strip()}
     assert "12 classes" in output

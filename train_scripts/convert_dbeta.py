@@ -133,7 +133,7 @@ def infer_config(
     kernels = [kernel for _, _, kernel in convs]
     strides = conv_strides or kernels
     if len(strides) != num_conv:
-        raise CMELTConversionError(f"--conv-strides needs {num_conv} values, got {strides}")
+        raise CMELTConversionError(f"--conv_strides needs {num_conv} values, got {strides}")
     hidden = shape["ecg_encoder.post_extract_proj.weight"][0]
     conv_pos = shape["ecg_encoder.conv_pos.pos_conv.0.weight_v"]
     ecg_config = {
@@ -339,12 +339,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output_dir", help="the Hub folder to write")
     parser.add_argument("--tokenizer", help="a local Flan-T5-base folder whose tokenizer the folder should carry")
     parser.add_argument("--license", default=OFFICIAL_LICENSE, help=f"licence of the weights (default: {OFFICIAL_LICENSE}, as the authors state)")
-    parser.add_argument("--conv-strides", type=_int_list, help="comma-separated conv strides (default: = kernels)")
-    parser.add_argument("--ecg-heads", type=int, help=f"ECG attention heads (default: width / {RELEASED_HEAD_DIM})")
-    parser.add_argument("--fusion-heads", type=int, help=f"fusion attention heads (default: width / {RELEASED_HEAD_DIM})")
-    parser.add_argument("--mem-heads", type=int, help=f"MEM decoder heads (default: width / {RELEASED_HEAD_DIM})")
-    parser.add_argument("--text-heads", type=int, help="T5 heads (default: from the relative attention table)")
-    parser.add_argument("--mem-layer", type=int, help=f"fusion layers before the MEM decoder (default {RELEASED_MEM_LAYER})")
+    parser.add_argument("--conv_strides", type=_int_list, help="comma-separated conv strides (default: = kernels)")
+    parser.add_argument("--ecg_heads", type=int, help=f"ECG attention heads (default: width / {RELEASED_HEAD_DIM})")
+    parser.add_argument("--fusion_heads", type=int, help=f"fusion attention heads (default: width / {RELEASED_HEAD_DIM})")
+    parser.add_argument("--mem_heads", type=int, help=f"MEM decoder heads (default: width / {RELEASED_HEAD_DIM})")
+    parser.add_argument("--text_heads", type=int, help="T5 heads (default: from the relative attention table)")
+    parser.add_argument("--mem_layer", type=int, help=f"fusion layers before the MEM decoder (default {RELEASED_MEM_LAYER})")
     args = parser.parse_args(argv)
     folder = convert(
         args.checkpoint,

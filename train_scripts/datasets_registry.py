@@ -5,7 +5,7 @@ the scripts import it, it imports no script.
     --dataset ptbxl_super --root /data/ptb-xl        # run the loader (cached by the datasets library)
     --dataset_path runs/cpsc2018                      # a DatasetDict saved with `save_to_disk` (e.g. by a loader CLI)
     --dataset csn --root /data/csn --split merl       # MERL's published rows and labels (shipped lists)
-    --split merl --split-files MERL/finetune/data_split   # ... read from MERL's original CSV folder instead
+    --split merl --split_files MERL/finetune/data_split   # ... read from MERL's original CSV folder instead
 
 `--split merl` exists for PTB-XL (super / sub / form / rhythm), CPSC2018 and CSN; without it PTB-XL uses its
 folds and the others a seeded random split. The result rows record it as `split_source`.
@@ -179,7 +179,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--split", choices=("default", "merl"), default="default",
                        help="rows of the splits: 'merl' = MERL's published split files (PTB-XL, CPSC2018, CSN; the "
                             "benchmark of the paper's Tab. 2 / 3); default: PTB-XL folds / seeded random split")
-    group.add_argument("--split_files", "--split-files", dest="split_files", default=None,
+    group.add_argument("--split_files", "--split_files", dest="split_files", default=None,
                        help="MERL's original finetune/data_split folder (implies --split merl; default: shipped lists)")
     group.add_argument("--cache_dir", default=None, help="datasets cache of the loader")
     group.add_argument("--num_proc", type=int, default=1, help="processes reading raw records")

@@ -1,11 +1,11 @@
 """`cmelt-embed`: ECG embeddings (and report-text embeddings) of many records, saved as a `datasets.Dataset`.
 
     cmelt-embed ecgs/ --model MODEL --output runs/embeddings                     # then: cmelt-search runs/embeddings "atrial fibrillation"
-    cmelt-embed records.csv --text-column report --model MODEL --output runs/emb --parquet
+    cmelt-embed records.csv --text_column report --model MODEL --output runs/emb --parquet
 
 `OUTPUT` is a Dataset saved with `save_to_disk` (load it with `datasets.load_from_disk`), one row per readable
 record: `path`, `ecg_embedding` (the model's projected ECG embedding, the space it shares with text), `lead_mask`
-(12 bool, after `--leads`), `leads` (present leads, "I,II,..."), and with `--text-column` the record's `text` and
+(12 bool, after `--leads`), `leads` (present leads, "I,II,..."), and with `--text_column` the record's `text` and
 its `text_embedding`. Records that could not be read are listed with their error in `OUTPUT/skipped.csv` and
 counted; the run goes on. `OUTPUT/embedding_info.json` names the model (cmelt-search embeds queries with it).
 `--parquet` also writes `OUTPUT/embeddings.parquet`.
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_input_arguments(parser)
     parser.add_argument("--output", required=True, help="folder for the Dataset (save_to_disk)")
-    parser.add_argument("--text-column", default=None, help="CSV column with each record's report: embed it too")
+    parser.add_argument("--text_column", default=None, help="CSV column with each record's report: embed it too")
     parser.add_argument("--parquet", action="store_true", help="also write OUTPUT/embeddings.parquet")
     args = parser.parse_args(argv)
     lead_keep_mask(args.leads)  # fail before loading anything

@@ -1,13 +1,13 @@
 """`cmelt-label`: zero-shot labels for a folder (or list, glob, CSV) of ECG records, written as a table.
 
-    cmelt-label ecgs/ --model MODEL --label-set ptbxl_super --output labels.csv
+    cmelt-label ecgs/ --model MODEL --label_set ptbxl_super --output labels.csv
     cmelt-label a.hea b.mat list.csv --model MODEL --labels "atrial fibrillation,sinus rhythm" --output labels.jsonl
 
 One row per record: `path`, `error` (why the record could not be read; the run goes on), `leads` (the leads present
-after `--leads`, e.g. "I,II"), `n_leads`, `top_labels` (the `--top-k` best, "AFIB:0.91;NORM:0.40"), `notes`
+after `--leads`, e.g. "I,II"), `n_leads`, `top_labels` (the `--top_k` best, "AFIB:0.91;NORM:0.40"), `notes`
 (reader warnings such as a flat lead) and one score column per label. Scores are the pipeline's
 (`modeling_cmelt.pipeline_cmelt`): independent sigmoids of the ECG-label similarity, or a softmax over the labels
-with `--softmax`. Records are read and scored in batches (`--batch-size`).
+with `--softmax`. Records are read and scored in batches (`--batch_size`).
 """
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_input_arguments(parser)
-    parser.add_argument("--label-set", default=None, help="shipped label set, e.g. ptbxl_super, cpsc2018, csn")
-    parser.add_argument("--labels", default=None, help="comma-separated codes of --label-set, or free-text labels")
+    parser.add_argument("--label_set", default=None, help="shipped label set, e.g. ptbxl_super, cpsc2018, csn")
+    parser.add_argument("--labels", default=None, help="comma-separated codes of --label_set, or free-text labels")
     parser.add_argument("--descriptions", default=None, help="JSON {label: text or [texts]}: your own prompts")
-    parser.add_argument("--top-k", type=int, default=3, help="labels listed in the top_labels column")
+    parser.add_argument("--top_k", type=int, default=3, help="labels listed in the top_labels column")
     parser.add_argument("--softmax", action="store_true", help="scores are a softmax over the labels (default: sigmoids)")
     parser.add_argument("--output", default="-", help="CSV (.csv) or JSON lines (.jsonl) file; '-' = CSV on stdout")
     args = parser.parse_args(argv)
     if args.label_set is None and args.labels is None and args.descriptions is None:
-        parser.error("give --label-set, --labels or --descriptions (what to score the records against)")
+        parser.error("give --label_set, --labels or --descriptions (what to score the records against)")
     if args.top_k < 1:
-        parser.error(f"--top-k must be at least 1, got {args.top_k}")
+        parser.error(f"--top_k must be at least 1, got {args.top_k}")
     if args.output != "-" and Path(args.output).suffix.lower() not in (".csv", ".jsonl", ".json"):
         parser.error(f"--output must end in .csv or .jsonl, got {args.output}")
     lead_keep_mask(args.leads)  # fail before loading anything
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def label_texts_from_args(args: argparse.Namespace) -> dict[str, list[str]]:
-    """{label: prompts} from --labels / --label-set / --descriptions (pipeline precedence: user texts first)."""
+    """{label: prompts} from --labels / --label_set / --descriptions (pipeline precedence: user texts first)."""
     from train_scripts.scoring import read_descriptions_file
 
     descriptions = read_descriptions_file(args.descriptions) if args.descriptions else None

@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("embeddings", help="folder written by cmelt-embed")
     parser.add_argument("queries", nargs="+", help="text queries, e.g. 'atrial fibrillation'")
-    parser.add_argument("-k", "--top-k", type=int, default=10, help="ECGs returned per query")
+    parser.add_argument("-k", "--top_k", type=int, default=10, help="ECGs returned per query")
     parser.add_argument("--model", default=None, help="model that embeds the queries (default: the one cmelt-embed used)")
     parser.add_argument("--output", default=None, help="also write the hits as CSV")
     parser.add_argument("--device", default=None)
