@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small corpus, 20 steps")
     parser.add_argument("--keep", default=None, help="keep the demo's output here (default: a temporary folder)")
     args = parser.parse_args(own)
-    from train_scripts.demo import main as demo_main
+    from cmelt.train_scripts.demo import main as demo_main
 
     output_dir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cmelt-demo-bench-"))
     if output_dir.exists() and args.keep:

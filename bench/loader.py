@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.ecg_store import NUM_LEADS, NUM_SAMPLES, decode_ecg
+from cmelt.data.ecg_store import NUM_LEADS, NUM_SAMPLES, decode_ecg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -46,8 +46,8 @@ def main() -> None:
 
     from datasets import load_from_disk
 
-    from data.mimic_iv_ecg import convert_mimic_iv_ecg, load_mimic_index
-    from data.synthetic import write_mimic_tree
+    from cmelt.data.mimic_iv_ecg import convert_mimic_iv_ecg, load_mimic_index
+    from cmelt.data.synthetic import write_mimic_tree
 
     work = Path(args.work_dir)
     root, out = work / "mimic", work / "converted"

@@ -56,7 +56,7 @@ _SUMMARIES = ["Abnormal ECG", "Borderline ECG", "Normal ECG", "Normal ECG except
 
 def make_reports(rows: int, unique: int, seed: int = 0) -> tuple[list[str], list[int]]:
     """`rows` texts over `unique` distinct reports (Zipf-like), and their report ids (rank order)."""
-    from data.mimic_iv_ecg import merge_reports
+    from cmelt.data.mimic_iv_ecg import merge_reports
 
     rng = np.random.default_rng(seed)
     texts = ["sinus rhythm normal ecg"]
@@ -98,8 +98,8 @@ def main() -> None:
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
 
-    from data.n3s import add_n3s_column, embed_reports
-    from data.text_tower import build_tiny_t5
+    from cmelt.data.n3s import add_n3s_column, embed_reports
+    from cmelt.data.text_tower import build_tiny_t5
 
     disable_progress_bar()
     texts, report_ids = make_reports(args.rows, args.unique)
@@ -248,8 +248,8 @@ def encoder_benchmark(args) -> dict:
     neighbour agreement, bf16 where faster. Writes bench/results/n3s_encoder.json."""
     from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-    from data.n3s import embed_reports, farthest_reports
-    from data.text_tower import build_tiny_t5
+    from cmelt.data.n3s import embed_reports, farthest_reports
+    from cmelt.data.text_tower import build_tiny_t5
 
     torch.set_num_threads(2)
     texts, _ = make_reports(max(args.t5_small_sample * 3, 3000), max(args.t5_small_sample * 3, 3000))

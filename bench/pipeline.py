@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bench.machine import machine_info, write_result
-from data.text_tower import build_tiny_t5
+from cmelt.data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTConfig, CMELTModel
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.pipeline_cmelt import ZeroShotECGClassificationPipeline, load_label_descriptions

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 
 from bench.machine import machine_info, write_result
-from train_scripts.profiling import matmul_ceiling  # noqa: E402  (one home: the demo prints it too)
+from cmelt.train_scripts.profiling import matmul_ceiling  # noqa: E402  (one home: the demo prints it too)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pretrain_step.json"
 

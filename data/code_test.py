@@ -11,7 +11,7 @@ zero on every lead at either end) is trimmed, then the exam is resampled to 500 
 by `to_canonical`. Amplitudes are taken as millivolts (see `reading_cmelt.read_hdf5`). Labels are read by column
 name, never by position.
 
-CLI: `python -m data.code_test ROOT`.
+CLI: `python -m cmelt.data.code_test ROOT`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict
 
-from data.downstream import (
+from cmelt.data.downstream import (
     DownstreamReport,
     RecordJob,
     add_common_cli_arguments,
@@ -35,7 +35,7 @@ from data.downstream import (
     label_columns,
     label_names,
 )
-from data.labels import label_codes
+from cmelt.data.labels import label_codes
 
 LABEL_SET = "code_test"
 TRACINGS_FILE = "ecg_tracings.hdf5"

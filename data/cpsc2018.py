@@ -13,7 +13,7 @@ CPSC2018 publishes no patient ids, so rows have no `patient_id`. `split="merl"`:
 (`icbeb_{train,val,test}.csv`, the benchmark of C-MELT's Tab. 2 / 3); shipped lists, or MERL's CSV folder with
 `split_files=`.
 
-CLI: `python -m data.cpsc2018 ROOT`.
+CLI: `python -m cmelt.data.cpsc2018 ROOT`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict
 
-from data.downstream import (
+from cmelt.data.downstream import (
     DownstreamReport,
     add_common_cli_arguments,
     add_merl_split_cli_arguments,
@@ -40,7 +40,7 @@ from data.downstream import (
     merl_record_jobs,
     split_record_jobs,
 )
-from data.labels import label_codes, snomed_to_class_indices
+from cmelt.data.labels import label_codes, snomed_to_class_indices
 
 LABEL_SET = "cpsc2018"
 # REFERENCE.csv label number -> class code

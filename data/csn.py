@@ -12,7 +12,7 @@ removed labels are listed in the report. Seeded random split 70 / 10 / 20 % of t
 `split="merl"`: MERL's published rows and labels (`chapman_{train,val,test}.csv`, all 38 labels, nothing dropped:
 the published files define the benchmark); shipped lists, or MERL's CSV folder with `split_files=`.
 
-CLI: `python -m data.csn ROOT`.
+CLI: `python -m cmelt.data.csn ROOT`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
-from data.downstream import (
+from cmelt.data.downstream import (
     DownstreamReport,
     add_common_cli_arguments,
     add_merl_split_cli_arguments,
@@ -41,7 +41,7 @@ from data.downstream import (
     merl_record_jobs,
     split_record_jobs,
 )
-from data.labels import LABEL_SETS, label_codes, snomed_to_class_indices
+from cmelt.data.labels import LABEL_SETS, label_codes, snomed_to_class_indices
 
 LABEL_SET = "csn"
 CONDITION_NAMES_FILE = "ConditionNames_SNOMED-CT.csv"

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from datasets import DatasetDict
 
-from data.downstream import (
+from cmelt.data.downstream import (
     DownstreamReport,
     RecordJob,
     build_dataset_dict,
@@ -33,8 +33,8 @@ from data.downstream import (
     label_columns,
     print_dataset_summary,
 )
-from data.record_inputs import resolve_relative
-from data.splits import check_patient_leakage, random_split_indices
+from cmelt.data.record_inputs import resolve_relative
+from cmelt.data.splits import check_patient_leakage, random_split_indices
 
 POSITIVE_MARKS = {"1", "1.0", "true", "yes", "y", "x", "+"}
 SPLITS = ("train", "validation", "test")

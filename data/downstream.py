@@ -26,9 +26,9 @@ from typing import Iterable, Iterator
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
-from data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, read_record, stored_ecg, worker_pool
+from cmelt.data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, SkipLog, read_record, stored_ecg, worker_pool
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-from data.splits import random_split_indices
+from cmelt.data.splits import random_split_indices
 
 _SEGMENT_MODES = ("all", "first_two", "random_crop")
 
@@ -496,8 +496,8 @@ def merl_record_jobs(
 
     `paths`: record id -> signal path of the records found on disk; a published row without a file is skipped and
     counted. The labels are MERL's (read by column name), the row's split is MERL's."""
-    from data.labels import label_codes
-    from data.splits import MERL_SPLITS, read_merl_split_list
+    from cmelt.data.labels import label_codes
+    from cmelt.data.splits import MERL_SPLITS, read_merl_split_list
 
     codes = label_codes(label_set)
     jobs: dict[str, list[RecordJob]] = {split: [] for split in MERL_SPLITS}

@@ -1,6 +1,6 @@
 """MIMIC-IV-ECG v1.0 -> the pretraining corpus: a `datasets.DatasetDict` (train / validation) on disk.
 
-    python -m data.mimic_iv_ecg ROOT OUT [--num_proc N] [--valid_fraction 0.05] [--seed 0] [--shard_size 2000]
+    python -m cmelt.data.mimic_iv_ecg ROOT OUT [--num_proc N] [--valid_fraction 0.05] [--seed 0] [--shard_size 2000]
 
 Columns: `study_id`, `subject_id`, `ecg` (int16 uV, canonical lead order; the header's lead names map MIMIC's
 I, II, III, aVR, aVF, aVL order), `lead_mask`, `report` (the record's `report_0..report_17` statements merged and

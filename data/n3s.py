@@ -1,6 +1,6 @@
 """N3S (nearest-neighbour negative sampling): each report's k farthest reports, added as a column of report ids.
 
-    python -m data.n3s DATASET_DIR --encoder PATH [--k 64] [--cache_dir DIR] [--split train]
+    python -m cmelt.data.n3s DATASET_DIR --encoder PATH [--k 64] [--cache_dir DIR] [--split train]
 
 Work is done once per *unique* report, never per row: the unique-report table (report_id -> text) is embedded
 (`embed_reports`: mean-pooled over the attention mask, L2-normalised; the paper uses google/flan-t5-small, any

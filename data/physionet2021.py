@@ -28,7 +28,7 @@ task="id" (patient identification, following Oh et al. 2022 / fairseq-signals as
   fairseq-signals `identification_manifest.py`.
 Identification rows have `patient_id`, `identity` (int, per split), `role` and `segment_index`; no label columns.
 
-CLI: `python -m data.physionet2021 ROOT --task dx` (or `--task id --ptbxl_root PTBXL`).
+CLI: `python -m cmelt.data.physionet2021 ROOT --task dx` (or `--task id --ptbxl_root PTBXL`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from datasets import DatasetDict, Value
 
-from data.downstream import (
+from cmelt.data.downstream import (
     DownstreamReport,
     RecordJob,
     add_common_cli_arguments,
@@ -54,8 +54,8 @@ from data.downstream import (
     label_columns,
     label_names,
 )
-from data.labels import label_codes, snomed_to_class_indices
-from data.splits import random_split_indices
+from cmelt.data.labels import label_codes, snomed_to_class_indices
+from cmelt.data.splits import random_split_indices
 
 LABEL_SET = "physionet2021"
 ID_SAMPLING_RATE = 500.0

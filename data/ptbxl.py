@@ -16,7 +16,7 @@ are the 500 Hz `filename_hr` records.
 `split="merl"`: MERL's published rows and labels instead (the benchmark of C-MELT's Tab. 2 / 3; shipped lists, or
 MERL's original CSV folder with `split_files=`); the signals and patient ids still come from ROOT.
 
-CLI: `python -m data.ptbxl ROOT --task super` (add `--metadata_only` to compute the label table from the CSVs
+CLI: `python -m cmelt.data.ptbxl ROOT --task super` (add `--metadata_only` to compute the label table from the CSVs
 without signals, `--database_csv FILE` to use another copy of ptbxl_database.csv).
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict, Value
 
-from data.downstream import (
+from cmelt.data.downstream import (
     DownstreamReport,
     RecordJob,
     add_common_cli_arguments,
@@ -44,7 +44,7 @@ from data.downstream import (
     label_columns,
     label_names,
 )
-from data.labels import label_codes
+from cmelt.data.labels import label_codes
 
 TASK_LABEL_SETS = {"super": "ptbxl_super", "sub": "ptbxl_sub", "form": "ptbxl_form", "rhythm": "ptbxl_rhythm"}
 FOLD_SPLITS = {**{fold: "train" for fold in range(1, 9)}, 9: "validation", 10: "test"}
@@ -164,7 +164,7 @@ def merl_label_table(
 ) -> pd.DataFrame:
     """MERL's published rows and labels of `task`, with the file name, patient and fold from ptbxl_database.csv;
     same columns as `ptbxl_label_table`. A published row missing from the database is skipped and counted."""
-    from data.splits import read_merl_split_list
+    from cmelt.data.splits import read_merl_split_list
 
     root = Path(root)
     report = report if report is not None else DownstreamReport()

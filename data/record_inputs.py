@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.leads import add_leads_argument
+from cmelt.data.leads import add_leads_argument
 
 RECORD_EXTENSIONS = (".hea", ".mat", ".npy")
 CSV_EXTENSIONS = (".csv", ".tsv")

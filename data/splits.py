@@ -3,7 +3,7 @@ patient-leakage check.
 
 MERL's split files (Liu et al., ICML 2024; MIT licence, copyright 2024 Che Liu) define the rows of the PTB-XL
 super / sub / form / rhythm, CPSC2018 and CSN benchmarks of C-MELT's Tab. 2 / 3. `data/merl_splits/` ships compact
-lists derived from them (`python -m data.splits MERL/finetune/data_split` re-derives them) with MERL's licence.
+lists derived from them (`python -m cmelt.data.splits MERL/finetune/data_split` re-derives them) with MERL's licence.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def merl_record_id(label_set: str, value) -> str:
 def read_merl_split_csvs(split_files: str | os.PathLike, label_set: str) -> pd.DataFrame:
     """Rows of MERL's original CSVs as (`split`, `record_id`, `label_codes`), labels read **by column name**
     (the train file of `sub_class` orders its columns differently from val / test)."""
-    from data.labels import label_codes
+    from cmelt.data.labels import label_codes
 
     _, _, id_column = _merl_entry(label_set)
     codes = label_codes(label_set)

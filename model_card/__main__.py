@@ -1,4 +1,4 @@
-"""`python -m model_card MODEL_FOLDER [--results PATH ...] [--license ID] [--base_model ORG/NAME] [--provenance TEXT]
+"""`python -m cmelt.model_card MODEL_FOLDER [--results PATH ...] [--license ID] [--base_model ORG/NAME] [--provenance TEXT]
 [--datasets ID ...] [--figures PNG ...] [--output README.md]` (also `cmelt-model-card`)."""
 
 import argparse
@@ -8,7 +8,7 @@ from .generate import write_model_card
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m model_card", description="Write the Hub README.md of a saved C-MELT folder."
+        prog="python -m cmelt.model_card", description="Write the Hub README.md of a saved C-MELT folder."
     )
     parser.add_argument("model_folder", help="folder written by save_pretrained (holds config.json)")
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Write the Hugging Face Hub model card (README.md) of a saved C-MELT folder with `huggingface_hub`'s `ModelCard`.
 
-    python -m model_card MODEL_FOLDER [--results RESULTS.json ...] [--license mit] [--base_model ORG/NAME]
+    python -m cmelt.model_card MODEL_FOLDER [--results RESULTS.json ...] [--license mit] [--base_model ORG/NAME]
         [--provenance TEXT] [--datasets ID ...] [--figures PNG ...] [--output README.md]
 
 Inputs: the folder's `config.json` (architecture and parameter counts, computed on the meta device without
@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from model_card.results import lead_names_of, read_results
+from cmelt.model_card.results import lead_names_of, read_results
 from modeling_cmelt import CMELTConfig, CMELTForECGClassification, CMELTForPreTraining, CMELTModel
 from modeling_cmelt.pipeline_cmelt import TASK as PIPELINE_TASK
 from modeling_cmelt.pipeline_cmelt import load_label_descriptions
@@ -455,7 +455,7 @@ def eval_results(rows: list[dict]) -> list[EvalResult]:
 def evaluation_section(rows: list[dict]) -> str:
     if not rows:
         return (
-            "No evaluation results were given for this checkpoint (`python -m model_card FOLDER --results "
+            "No evaluation results were given for this checkpoint (`python -m cmelt.model_card FOLDER --results "
             "RESULTS.json` adds them). Numbers in the C-MELT paper were measured on the paper's own model, not this "
             "one."
         )

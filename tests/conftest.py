@@ -30,7 +30,7 @@ def build_tiny_model_folder(root: Path, name: str = "cmelt-tiny", model_class=No
     import torch
     from transformers import AutoTokenizer
 
-    from data.text_tower import build_tiny_t5
+    from cmelt.data.text_tower import build_tiny_t5
     from modeling_cmelt import CMELTConfig, CMELTFeatureExtractor, CMELTForPreTraining, CMELTProcessor
     from modeling_cmelt.pipeline_cmelt import load_label_descriptions
 
@@ -80,7 +80,7 @@ EVALUATION_SIZES = {"train": 36, "validation": 12, "test": 18}
 
 def labelled_rows(count: int, seed: int) -> dict:
     """Rows like the downstream loaders': class c has a c-dependent rhythm so the labels are learnable."""
-    from data.ecg_store import encode_ecg
+    from cmelt.data.ecg_store import encode_ecg
 
     codes = EVALUATION_CODES
     rng = np.random.default_rng(seed)
@@ -104,7 +104,7 @@ def dataset_path(tmp_path_factory) -> Path:
     """A saved DatasetDict (train / validation / test) of `labelled_rows`, named like a CPSC2018 dataset."""
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
-    from data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE
+    from cmelt.data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE
 
     codes = EVALUATION_CODES
     features = Features({

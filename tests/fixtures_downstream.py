@@ -233,7 +233,7 @@ def write_code_test_tree(root: Path, shared_data: Path, labels: np.ndarray, seco
 def merl_fixture_rows(label_set: str, per_split: dict[str, int], allowed_ids=None) -> list[tuple[str, str, list[str]]]:
     """(split, record_id, label codes) of the first published rows of each split (restricted to `allowed_ids`),
     taken so that the test rows cover several classes."""
-    from data.splits import read_merl_split_list
+    from cmelt.data.splits import read_merl_split_list
 
     table = read_merl_split_list(label_set)
     if allowed_ids is not None:
@@ -268,7 +268,7 @@ def write_ptbxl_merl_fixture(root: Path, shared_data: Path, per_split: dict[str,
 
     import pandas as pd
 
-    from data.labels import label_codes
+    from cmelt.data.labels import label_codes
 
     subset = pd.read_csv(shared_data / "ptbxl" / "ptbxl_database_subset.csv")
     subset = subset.set_index(subset["ecg_id"].astype(str))
@@ -284,8 +284,8 @@ def write_ptbxl_merl_fixture(root: Path, shared_data: Path, per_split: dict[str,
 
 def write_cpsc_merl_fixture(root: Path, per_split: dict[str, int]) -> Path:
     """A CPSC2018 original-release tree (REFERENCE.csv + TrainingSet1/A*.mat) of MERL's first ICBEB rows."""
-    from data.cpsc2018 import REFERENCE_LABELS
-    from data.labels import label_codes
+    from cmelt.data.cpsc2018 import REFERENCE_LABELS
+    from cmelt.data.labels import label_codes
 
     number_of = {code: number for number, code in REFERENCE_LABELS.items()}
     codes = label_codes("cpsc2018")
@@ -302,7 +302,7 @@ def write_csn_merl_fixture(root: Path, merl_folder: Path, per_split: dict[str, i
     (WFDBRecords/<a>/<b>/JSxxxxx), `#Dx` holding the SNOMED codes of their labels."""
     import pandas as pd
 
-    from data.labels import LABEL_SETS, label_codes
+    from cmelt.data.labels import LABEL_SETS, label_codes
 
     write_csn_tree(root)
     paths = {}

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from data.code_test import load_code_test, main
-from data.downstream import DownstreamReport, label_names
-from data.ecg_store import decode_ecg
+from cmelt.data.code_test import load_code_test, main
+from cmelt.data.downstream import DownstreamReport, label_names
+from cmelt.data.ecg_store import decode_ecg
 from fixtures_downstream import real_twelve_leads, write_code_test_tree
 
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from transformers import T5EncoderModel
 
-from data.text_tower import build_tiny_t5
+from cmelt.data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTModel
-from train_scripts.convert_dbeta import CMELTConversionError, infer_config, load_converted
+from cmelt.train_scripts.convert_dbeta import CMELTConversionError, infer_config, load_converted
 
 H, FUSION, MEM, K_POS, GROUPS = 32, 32, 16, 16, 4
 CONVS = [(16, 12, 4), (16, 16, 4)]  # (out, in, kernel); stride = kernel -> 312 tokens of 16 samples
@@ -189,7 +189,7 @@ def test_missing_or_extra_keys_are_clear_errors(official):
     with pytest.raises(CMELTConversionError, match=r"missing \['ecg_pooler.dense.bias'\]"):
         load_converted(without, config)
     with pytest.raises(CMELTConversionError, match="not a D-BETA checkpoint"):
-        from train_scripts.convert_dbeta import load_official_state_dict
+        from cmelt.train_scripts.convert_dbeta import load_official_state_dict
 
         torch.save({"model": {"weight": torch.zeros(1)}}, official[0].parent / "other.pt")
         load_official_state_dict(official[0].parent / "other.pt")
@@ -218,7 +218,7 @@ def test_cli_writes_a_hub_folder_that_serves_the_pipeline_without_the_package(of
     output = tmp_path / "converted"
     flags = ["--ecg_heads", "4", "--fusion_heads", "4", "--mem_heads", "2", "--mem_layer", "1"]
     result = subprocess.run(
-        [sys.executable, "-m", "train_scripts.convert_dbeta", str(checkpoint), str(output), "--tokenizer", str(t5_folder), *flags],
+        [sys.executable, "-m", "cmelt.train_scripts.convert_dbeta", str(checkpoint), str(output), "--tokenizer", str(t5_folder), *flags],
         capture_output=True,
         text=True,
     )
@@ -250,7 +250,7 @@ def test_cli_writes_a_hub_folder_that_serves_the_pipeline_without_the_package(of
 def test_without_a_tokenizer_the_cli_says_how_to_add_one(official, tmp_path):
     checkpoint, _, _ = official
     result = subprocess.run(
-        [sys.executable, "-m", "train_scripts.convert_dbeta", str(checkpoint), str(tmp_path / "out"), "--ecg_heads", "4", "--fusion_heads", "4", "--mem_heads", "2", "--mem_layer", "1"],
+        [sys.executable, "-m", "cmelt.train_scripts.convert_dbeta", str(checkpoint), str(tmp_path / "out"), "--ecg_heads", "4", "--fusion_heads", "4", "--mem_heads", "2", "--mem_layer", "1"],
         capture_output=True,
         text=True,
     )

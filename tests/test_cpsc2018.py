@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from data.cpsc2018 import load_cpsc2018
-from data.downstream import DownstreamReport, label_names
-from data.ecg_store import decode_ecg
+from cmelt.data.cpsc2018 import load_cpsc2018
+from cmelt.data.downstream import DownstreamReport, label_names
+from cmelt.data.ecg_store import decode_ecg
 from fixtures_downstream import real_twelve_leads, sine_twelve_leads, truncate_file, write_challenge_record, write_cpsc_original_tree
 
 CODES = ["AFIB", "VPC", "NORM", "1AVB", "CRBBB", "STE", "PAC", "CLBBB", "STD"]

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from data.csn import load_csn, read_condition_names
-from data.downstream import DownstreamReport, label_names
-from data.ecg_store import decode_ecg
-from data.labels import label_codes
+from cmelt.data.csn import load_csn, read_condition_names
+from cmelt.data.downstream import DownstreamReport, label_names
+from cmelt.data.ecg_store import decode_ecg
+from cmelt.data.labels import label_codes
 from fixtures_downstream import csn_record_folder, real_twelve_leads, sine_twelve_leads, write_challenge_record, write_csn_tree
 
 

@@ -13,11 +13,11 @@ from datasets import load_from_disk
 from fixtures_downstream import sine_twelve_leads, truncate_file, write_challenge_record
 
 
-from data.csv_dataset import build_csv_dataset, main
-from data.downstream import downstream_features, label_names
-from data.ecg_store import encode_ecg
+from cmelt.data.csv_dataset import build_csv_dataset, main
+from cmelt.data.downstream import downstream_features, label_names
+from cmelt.data.ecg_store import encode_ecg
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-from train_scripts import finetune, linear_probe, zero_shot
+from cmelt.train_scripts import finetune, linear_probe, zero_shot
 
 CODES_BY_RECORD = ["AF", "NORM", "AF;LBBB", "NORM", "LBBB", "AF", "NORM", "AF;NORM", "LBBB", "NORM", "AF", "LBBB"]
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from transformers import pipeline
 
-from train_scripts.demo import main as demo_main
+from cmelt.train_scripts.demo import main as demo_main
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_demo_runs_end_to_end_and_its_folder_works(tmp_path, shared_data):
 @pytest.mark.slow
 def test_the_demo_card_reports_the_lead_masking_it_trained_with(tmp_path, monkeypatch):
     """Issue 12: the demo trained with lead masking 0.1 while its card printed the config's 0.5."""
-    import train_scripts.pretraining as pretrain_module
+    import cmelt.train_scripts.pretraining as pretrain_module
 
     used = []
 
@@ -72,16 +72,16 @@ def test_the_demo_card_reports_the_lead_masking_it_trained_with(tmp_path, monkey
 
 
 def _tree_args(out, num_subjects):
-    from train_scripts.demo import parse_args
+    from cmelt.train_scripts.demo import parse_args
 
     return parse_args(["--output_dir", str(out), "--num_subjects", str(num_subjects), "--num_proc", "1",
                        "--n3s_k", "4"])
 
 
 def _tree_stage(out, num_subjects):
-    from data.synthetic import GENERATOR_VERSION, write_mimic_tree
-    from train_scripts.demo import run_stage
-    from train_scripts.profiling import StageTimer
+    from cmelt.data.synthetic import GENERATOR_VERSION, write_mimic_tree
+    from cmelt.train_scripts.demo import run_stage
+    from cmelt.train_scripts.profiling import StageTimer
 
     root = out / "mimic-iv-ecg-demo"
     timer = StageTimer()
@@ -118,7 +118,7 @@ def test_changed_num_subjects_reruns_the_stage_and_same_parameters_reuse_it(tmp_
 
 
 def test_a_truncated_marker_is_not_completion(tmp_path):
-    from train_scripts.demo import mark_stage_completed, stage_completed
+    from cmelt.train_scripts.demo import mark_stage_completed, stage_completed
 
     folder = tmp_path / "stage"
     folder.mkdir()
@@ -130,7 +130,7 @@ def test_a_truncated_marker_is_not_completion(tmp_path):
 
 
 def test_prepare_corpus_rebuilds_every_stage_downstream_of_a_changed_one(tmp_path):
-    from train_scripts.demo import prepare_corpus
+    from cmelt.train_scripts.demo import prepare_corpus
 
     corpus, _, _, _ = prepare_corpus(_tree_args(tmp_path, 6), tmp_path)
     small = len(corpus["train"]) + len(corpus["validation"])
@@ -146,7 +146,7 @@ def test_prepare_corpus_rebuilds_every_stage_downstream_of_a_changed_one(tmp_pat
 def test_out_of_generator_cases_have_the_rates_they_are_labelled_with(shared_data):
     import numpy as np
 
-    from data.out_of_generator import RATE_CLASSES, build_rate_cases, heart_rate, rate_class
+    from cmelt.data.out_of_generator import RATE_CLASSES, build_rate_cases, heart_rate, rate_class
 
     cases = build_rate_cases(shared_data, per_class=3, seed=1)
     assert {"real 100", "real s0010_re", "re-timed 100", "re-timed s0010_re", "ECGSYN"} == set(cases.sources)
@@ -160,9 +160,9 @@ def test_out_of_generator_check_scores_a_model_and_says_when_real_records_are_ab
     import numpy as np
     from transformers import AutoTokenizer
 
-    from data.text_tower import build_tiny_t5
+    from cmelt.data.text_tower import build_tiny_t5
     from modeling_cmelt import CMELTConfig, CMELTForPreTraining
-    from train_scripts.out_of_generator import RATE_PROMPTS, format_out_of_generator, out_of_generator_check
+    from cmelt.train_scripts.out_of_generator import RATE_PROMPTS, format_out_of_generator, out_of_generator_check
 
     texts = [text for prompts in RATE_PROMPTS.values() for text in prompts]
     build_tiny_t5(texts, tmp_path / "t5", vocab_size=60, d_model=32, num_layers=1, num_heads=2, d_ff=32)
@@ -182,7 +182,7 @@ def test_fastest_thread_count_picks_the_faster_setting_and_restores_the_previous
 
     import torch
 
-    from train_scripts.profiling import fastest_thread_count
+    from cmelt.train_scripts.profiling import fastest_thread_count
 
     before = torch.get_num_threads()
     seen = []
@@ -197,7 +197,7 @@ def test_fastest_thread_count_picks_the_faster_setting_and_restores_the_previous
 
 
 def test_stage_timer_table_and_json(tmp_path):
-    from train_scripts.profiling import StageTimer
+    from cmelt.train_scripts.profiling import StageTimer
 
     timer = StageTimer()
     with timer.stage("corpus tree"):

@@ -4,8 +4,8 @@ every downstream loader: one skip vocabulary, one int16 -> millivolt decode."""
 import numpy as np
 import pytest
 
-from data.downstream import RecordJob, process_job
-from data.ecg_store import (
+from cmelt.data.downstream import RecordJob, process_job
+from cmelt.data.ecg_store import (
     SKIP_FLAT,
     SKIP_MISSING,
     SKIP_NON_FINITE,
@@ -16,7 +16,7 @@ from data.ecg_store import (
     read_record,
     stored_ecg,
 )
-from data.mimic_iv_ecg import convert_record
+from cmelt.data.mimic_iv_ecg import convert_record
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 

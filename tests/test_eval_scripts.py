@@ -13,12 +13,12 @@ from datasets import Dataset, DatasetDict, Features, Value
 from conftest import EVALUATION_CODES, EVALUATION_SIZES
 from fixtures_downstream import sine_twelve_leads, write_cpsc_original_tree
 
-from data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, encode_ecg
-from data.labels import label_codes
+from cmelt.data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, encode_ecg
+from cmelt.data.labels import label_codes
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
-from train_scripts import domain_transfer, finetune, linear_probe, zero_shot
-from train_scripts.datasets_registry import infer_label_set, load_evaluation_data
-from train_scripts.evaluation import read_rows
+from cmelt.train_scripts import domain_transfer, finetune, linear_probe, zero_shot
+from cmelt.train_scripts.datasets_registry import infer_label_set, load_evaluation_data
+from cmelt.train_scripts.evaluation import read_rows
 
 CODES = label_codes("cpsc2018")
 SIZES = EVALUATION_SIZES

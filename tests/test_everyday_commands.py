@@ -14,11 +14,11 @@ from transformers import AutoTokenizer, pipeline
 
 from fixtures_downstream import real_twelve_leads, sine_twelve_leads, truncate_file, write_challenge_record
 
-from data.record_inputs import collect_record_paths
+from cmelt.data.record_inputs import collect_record_paths
 from modeling_cmelt import CMELTModel
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.pipeline_cmelt import encode_label_texts
-from train_scripts import embed, label, search
+from cmelt.train_scripts import embed, label, search
 
 LABELS = ["NORM", "MI", "STTC", "CD", "HYP"]
 
@@ -133,9 +133,9 @@ def test_embed_and_search_find_the_nearest_ecgs(dual_encoder_folder, inputs, sha
 
 def test_demo_example_record_is_a_labelable_copy(tmp_path, dual_encoder_folder):
     """The README's bare-clone quick start labels OUT/example-ecg, which the demo writes from a held-out record."""
-    from data.synthetic import write_mimic_tree
+    from cmelt.data.synthetic import write_mimic_tree
     from modeling_cmelt.reading_cmelt import read_ecg
-    from train_scripts.demo import write_example_record
+    from cmelt.train_scripts.demo import write_example_record
 
     write_mimic_tree(tmp_path / "mimic", num_subjects=2, seed=0)
     listed = pd.read_csv(tmp_path / "mimic" / "record_list.csv").iloc[1]

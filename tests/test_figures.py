@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train_scripts.figures import most_specific_label, plot_ecg_12lead, plot_embedding_tsne, plot_roc_curves
+from cmelt.train_scripts.figures import most_specific_label, plot_ecg_12lead, plot_embedding_tsne, plot_roc_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

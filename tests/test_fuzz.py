@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from data.text_tower import build_tiny_t5
+from cmelt.data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTConfig, CMELTModel
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.pipeline_cmelt import ZeroShotECGClassificationPipeline

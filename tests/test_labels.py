@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from data.labels import DOMAIN_TRANSFER, LABEL_SETS, CMELTLabel, label_codes, snomed_to_class_indices
+from cmelt.data.labels import DOMAIN_TRANSFER, LABEL_SETS, CMELTLabel, label_codes, snomed_to_class_indices
 
 # weights_abbreviations.csv header of physionetchallenges/evaluation-2021 (DATASET_LAYOUTS.md §6.5).
 WEIGHTS_ABBREVIATIONS = (

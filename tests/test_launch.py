@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.text_tower import build_tiny_t5
+from cmelt.data.text_tower import build_tiny_t5
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -119,7 +119,7 @@ def test_two_process_fine_tune_writes_once_and_saves_a_loadable_model(model_fold
 
     output = tmp_path / "finetune"
     result = run([
-        *LAUNCH, *CPU_2PROC, "-m", "train_scripts.finetune", "--model", str(model_folder), "--dataset_path",
+        *LAUNCH, *CPU_2PROC, "-m", "cmelt.train_scripts.finetune", "--model", str(model_folder), "--dataset_path",
         str(dataset_path), "--output_dir", str(output), "--no_progress", "--no_figures", "--batch_size", "16",
         "--epochs", "2", "--train_batch_size", "6", "--learning_rate", "1e-3", "--dataloader_num_workers", "0",
         "--save_model", "--use_cpu", "true", "--gradient_accumulation_steps", "2", "--warmup_steps", "1",

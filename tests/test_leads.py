@@ -8,9 +8,9 @@ from datasets import load_from_disk
 
 from test_eval_scripts import common
 
-from data.leads import LEAD_SETS, lead_keep_mask, lead_names
-from train_scripts import linear_probe, zero_shot
-from train_scripts.evaluation import read_rows
+from cmelt.data.leads import LEAD_SETS, lead_keep_mask, lead_names
+from cmelt.train_scripts import linear_probe, zero_shot
+from cmelt.train_scripts.evaluation import read_rows
 
 
 def test_named_sets_and_comma_lists():

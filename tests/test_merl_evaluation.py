@@ -15,14 +15,14 @@ from sklearn.metrics import roc_auc_score
 
 from fixtures_downstream import write_cpsc_merl_fixture, write_csn_merl_fixture, write_ptbxl_merl_fixture
 
-from data.downstream import DownstreamReport
-from data.labels import MERL_LABEL_SETS, label_codes
-from data.ptbxl import merl_label_table, ptbxl_label_table
-from data.splits import MERL_SPLIT_FILES, merl_column_for_code, read_merl_split_csvs, read_merl_split_list
+from cmelt.data.downstream import DownstreamReport
+from cmelt.data.labels import MERL_LABEL_SETS, label_codes
+from cmelt.data.ptbxl import merl_label_table, ptbxl_label_table
+from cmelt.data.splits import MERL_SPLIT_FILES, merl_column_for_code, read_merl_split_csvs, read_merl_split_list
 from modeling_cmelt.pipeline_cmelt import label_texts_for, load_label_descriptions, resolve_prompts
-from train_scripts import domain_transfer, finetune, linear_probe, report, zero_shot
-from train_scripts.datasets_registry import load_evaluation_data
-from train_scripts.evaluation import (
+from cmelt.train_scripts import domain_transfer, finetune, linear_probe, report, zero_shot
+from cmelt.train_scripts.datasets_registry import load_evaluation_data
+from cmelt.train_scripts.evaluation import (
     bootstrap_indices,
     cinc_row_components,
     load_metric,

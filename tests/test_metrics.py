@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from train_scripts.evaluation import METRICS_DIR, available_metrics, load_metric
+from cmelt.train_scripts.evaluation import METRICS_DIR, available_metrics, load_metric
 
 # The 26 scored groups in weights.csv order and their abbreviations (DATASET_LAYOUTS.md §6.4).
 SCORED_GROUPS = [

@@ -7,16 +7,16 @@ import shutil
 import numpy as np
 import pytest
 
-from data.ecg_store import ECG_FEATURE, SKIP_MISSING, SKIP_NON_FINITE, decode_ecg
-from data.mimic_iv_ecg import SKIP_NO_REPORT, CMELTMIMICLazyDataset, convert_mimic_iv_ecg
-from data.synthetic import (
+from cmelt.data.ecg_store import ECG_FEATURE, SKIP_MISSING, SKIP_NON_FINITE, decode_ecg
+from cmelt.data.mimic_iv_ecg import SKIP_NO_REPORT, CMELTMIMICLazyDataset, convert_mimic_iv_ecg
+from cmelt.data.synthetic import (
     DEMO_LABELS,
     MIMIC_LEAD_ORDER,
     MIMIC_MEASUREMENT_COLUMNS,
     mimic_record_path,
     write_mimic_tree,
 )
-from data.mimic_iv_ecg import merge_reports
+from cmelt.data.mimic_iv_ecg import merge_reports
 
 CANONICAL = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 REAL_SUBJECT = 19999991
@@ -185,8 +185,8 @@ def test_empty_split_and_all_dropped_shard_still_load(mimic_root, tmp_path):
 
 
 def test_lazy_dataset_gets_the_same_n3s_column_as_the_converted_corpus(mimic_root, converted, tmp_path):
-    from data.n3s import add_n3s_column
-    from data.text_tower import build_tiny_t5
+    from cmelt.data.n3s import add_n3s_column
+    from cmelt.data.text_tower import build_tiny_t5
 
     _, dataset = converted
     validation = dataset["validation"]

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-from model_card.__main__ import main as model_card_main
-from model_card.generate import count_parameters, write_model_card
+from cmelt.model_card.__main__ import main as model_card_main
+from cmelt.model_card.generate import count_parameters, write_model_card
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining, CMELTModel
-from model_card.results import RESULTS_SCHEMA, read_results
+from cmelt.model_card.results import RESULTS_SCHEMA, read_results
 
 # Paper numbers (REFERENCE.md §3) for the settings written below.
 PAPER_ZERO_SHOT_PTBXL_SUPER = "76.2"

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from datasets import Dataset, DatasetDict
 
-import data.n3s as n3s
-from data.n3s import ReportTable, add_n3s_column, embed_reports, farthest_reports, report_table_of
-from data.synthetic import generate_demo_ecgs
-from data.text_tower import build_tiny_t5
-from data.mimic_iv_ecg import merge_reports
+import cmelt.data.n3s as n3s
+from cmelt.data.n3s import ReportTable, add_n3s_column, embed_reports, farthest_reports, report_table_of
+from cmelt.data.synthetic import generate_demo_ecgs
+from cmelt.data.text_tower import build_tiny_t5
+from cmelt.data.mimic_iv_ecg import merge_reports
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_inconsistent_report_ids_are_rejected():
 
 
 def test_length_batches_respect_rows_and_token_budget():
-    from data.n3s import length_batches
+    from cmelt.data.n3s import length_batches
 
     lengths = [5, 50, 7, 300, 6, 49, 8]
     batches = length_batches(lengths, batch_size=3, max_batch_tokens=100)
@@ -136,7 +136,7 @@ def test_length_batches_respect_rows_and_token_budget():
 
 
 def test_embeddings_do_not_depend_on_batching(encoder, reports):
-    from data.n3s import embed_reports
+    from cmelt.data.n3s import embed_reports
 
     one_by_one = embed_reports(reports, encoder, batch_size=1)
     budgeted = embed_reports(reports, encoder, batch_size=64, max_batch_tokens=64)

@@ -1,9 +1,12 @@
 """Install extras: one FAISS build per extra (both provide the `faiss` module), CI runs the README's test line,
-and the README's multi-process CPU line is the one tests/test_launch.py runs."""
+and the README's multi-process CPU line is the one tests/test_launch.py runs; the installed names (cmelt.data,
+cmelt.train_scripts, cmelt.model_card, modeling_cmelt) and the import graph; shipped text and CLI style."""
 
 import configparser
 import re
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,11 +50,20 @@ def test_readme_cpu_launch_line_is_the_tested_one():
 # no script imports another script
 
 PROJECT_PACKAGES = ("modeling_cmelt", "data", "train_scripts", "model_card")
+NAMESPACED = ("data", "train_scripts", "model_card")  # installed as cmelt.data, cmelt.train_scripts, cmelt.model_card
 
 
 def module_name(path: Path) -> str:
+    """The import name of a project file (data/x.py -> cmelt.data.x; modeling_cmelt keeps its own name)."""
     parts = path.relative_to(REPO).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    parts = parts[:-1] if parts[-1] == "__init__" else parts
+    return ".".join(("cmelt", *parts) if parts[0] in NAMESPACED else parts)
+
+
+def package_of(name: str) -> str:
+    """data / train_scripts / model_card / modeling_cmelt of an import name."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "cmelt" else parts[0]
 
 
 def project_modules() -> dict[str, Path]:
@@ -86,15 +98,15 @@ def entry_point_scripts(modules: dict[str, Path]) -> set[str]:
     config.read(REPO / "setup.cfg")
     registered = {line.split("=")[1].strip().split(":")[0]
                   for line in config["options.entry_points"]["console_scripts"].strip().splitlines()}
-    return {name for name, path in modules.items() if name.startswith("train_scripts.")
+    return {name for name, path in modules.items() if name.startswith("cmelt.train_scripts.")
             and (name in registered or 'if __name__ == "__main__"' in path.read_text(encoding="utf-8"))}
 
 
 def test_no_module_imports_a_training_script():
     modules = project_modules()
     scripts = entry_point_scripts(modules)
-    assert {"train_scripts.pretrain", "train_scripts.demo", "train_scripts.zero_shot"} <= scripts
-    assert not scripts & {"train_scripts.pretraining", "train_scripts.scoring", "train_scripts.datasets_registry"}
+    assert {"cmelt.train_scripts.pretrain", "cmelt.train_scripts.demo", "cmelt.train_scripts.zero_shot"} <= scripts
+    assert not scripts & {f"cmelt.train_scripts.{name}" for name in ("pretraining", "scoring", "datasets_registry")}
     offenders = {name: sorted(imported_modules(path, modules) & (scripts - {name})) for name, path in modules.items()}
     assert not {name: found for name, found in offenders.items() if found}
 
@@ -109,8 +121,7 @@ def test_imports_flow_one_way():
     }
     upward = {}
     for name, path in modules.items():
-        package = name.split(".")[0]
-        wrong = sorted(found for found in imported_modules(path, modules) if found.split(".")[0] not in allowed[package])
+        wrong = sorted(found for found in imported_modules(path, modules) if package_of(found) not in allowed[package_of(name)])
         if wrong:
             upward[name] = wrong
     assert not upward
@@ -161,3 +172,38 @@ def test_shipped_text_cites_no_file_outside_the_repository():
     found = [f"{path.name}: {name}" for path in shipped if path.is_file() and path.suffix in (".py", ".md", ".json")
              for name in outside if name in path.read_text(encoding="utf-8")]
     assert not found
+
+
+def test_imports_use_the_installed_names():
+    """data/, train_scripts/ and model_card/ are imported as cmelt.data, cmelt.train_scripts, cmelt.model_card
+    (their installed names) everywhere: a bare `import data` would find some other `data` module, or none."""
+    import ast
+
+    files = [*project_modules().values(), *(REPO / "tests").glob("*.py"), *(REPO / "bench").glob("*.py")]
+    bare = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else [])
+            bare += [f"{path.name}: {name}" for name in names if name.split(".")[0] in NAMESPACED]
+    assert not bare
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_no_bare_top_level_packages(tmp_path):
+    """Installing the project puts cmelt/ (data, train_scripts, model_card) and modeling_cmelt/ into site-packages,
+    never a bare data/, train_scripts/ or model_card/ that would collide with a user's own modules."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=600)
+    (wheel,) = tmp_path.glob("cmelt-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names if "/" in name and ".dist-info/" not in name}
+    assert top_level == {"cmelt", "modeling_cmelt"}
+    for module in ("cmelt/data/ecg_store.py", "cmelt/train_scripts/pretrain.py", "cmelt/model_card/template.md",
+                   "cmelt/train_scripts/metrics/macro_auroc/macro_auroc.py", "cmelt/data/merl_splits/ptbxl_super.csv.gz",
+                   "modeling_cmelt/label_descriptions.json"):
+        assert module in names

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from data.downstream import DownstreamReport, label_names
-from data.ecg_store import decode_ecg
-from data.labels import label_codes
-from data.physionet2021 import load_physionet2021
-from data.splits import check_patient_leakage
+from cmelt.data.downstream import DownstreamReport, label_names
+from cmelt.data.ecg_store import decode_ecg
+from cmelt.data.labels import label_codes
+from cmelt.data.physionet2021 import load_physionet2021
+from cmelt.data.splits import check_patient_leakage
 from fixtures_downstream import real_twelve_leads, sine_twelve_leads, write_challenge_record, write_ptbxl_tree
 
 CODES = label_codes("physionet2021")

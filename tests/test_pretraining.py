@@ -11,12 +11,12 @@ import pytest
 import torch
 from datasets import Dataset, Features, Sequence, Value
 
-from data.collator import CMELTPretrainingCollator
-from data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, encode_ecg
-from data.text_tower import build_tiny_t5
+from cmelt.data.collator import CMELTPretrainingCollator
+from cmelt.data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, encode_ecg
+from cmelt.data.text_tower import build_tiny_t5
+from cmelt.train_scripts.trainer import tri_stage_factor
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
-from train_scripts.trainer import tri_stage_factor
 
 REPORTS = [
     "sinus rhythm normal ecg",
@@ -146,7 +146,7 @@ RUNNER = textwrap.dedent(
     from modeling_cmelt import CMELTConfig, CMELTForPreTraining
     from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
     from modeling_cmelt.processing_cmelt import CMELTProcessor
-    from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
+    from cmelt.train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
 
     output_dir, tokenizer_dir, _, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
@@ -164,7 +164,7 @@ RUNNER = textwrap.dedent(
         output_dir=output_dir, max_steps=8, per_device_train_batch_size=4, save_steps=2, logging_steps=1,
         learning_rate=1e-3, report_to="none", seed=7, save_total_limit=10, dataloader_num_workers=0,
     )
-    import train_scripts.trainer as trainer_module
+    import cmelt.train_scripts.trainer as trainer_module
     original_init = trainer_module.CMELTPretrainingTrainer.__init__
     def init_with_kill(self, *a, **k):
         original_init(self, *a, **k)
@@ -217,7 +217,7 @@ def test_sigkill_then_rerun_resumes_with_the_same_loss_curve(tmp_path, processor
 
 def test_pretraining_without_a_corpus_points_to_the_demo():
     """`cmelt-pretrain` is pretraining only (its --help shows the real flags); the demo is its own command."""
-    from train_scripts.pretrain import main
+    from cmelt.train_scripts.pretrain import main
 
     with pytest.raises(ValueError, match="cmelt-demo"):
         main(["--output_dir", "/tmp/cmelt-no-corpus"])

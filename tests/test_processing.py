@@ -8,10 +8,10 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoProcessor, AutoTokenizer, PreTrainedTokenizerFast
 
-from data.text_tower import build_tiny_t5
+from cmelt.data.text_tower import build_tiny_t5
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-from data.collator import mask_token_id, mask_tokens
-from data.mimic_iv_ecg import merge_reports
+from cmelt.data.collator import mask_token_id, mask_tokens
+from cmelt.data.mimic_iv_ecg import merge_reports
 from modeling_cmelt.processing_cmelt import CMELTProcessor, clean_report
 
 REPORTS = [

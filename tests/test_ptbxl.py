@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import wfdb
 
-from data.downstream import DownstreamReport, label_names
-from data.ecg_store import decode_ecg
-from data.labels import label_codes
-from data.ptbxl import load_ptbxl, main, ptbxl_label_table
-from data.splits import check_patient_leakage
+from cmelt.data.downstream import DownstreamReport, label_names
+from cmelt.data.ecg_store import decode_ecg
+from cmelt.data.labels import label_codes
+from cmelt.data.ptbxl import load_ptbxl, main, ptbxl_label_table
+from cmelt.data.splits import check_patient_leakage
 from fixtures_downstream import real_twelve_leads, truncate_file, write_ptbxl_tree
 
 TASK_SIZES = {"super": 5, "sub": 23, "form": 19, "rhythm": 12}
@@ -62,7 +62,7 @@ def test_zero_likelihood_statements_count(real_ptbxl):
 def test_cli_metadata_only_prints_class_counts(real_ptbxl):
     root, database_csv = real_ptbxl
     result = subprocess.run(
-        [sys.executable, "-m", "data.ptbxl", str(root), "--task", "rhythm", "--metadata_only", "--database_csv", str(database_csv)],
+        [sys.executable, "-m", "cmelt.data.ptbxl", str(root), "--task", "rhythm", "--metadata_only", "--database_csv", str(database_csv)],
         capture_output=True, text=True, check=True,
     )
     expected = independent_labels(real_ptbxl, "rhythm")

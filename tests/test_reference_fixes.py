@@ -7,7 +7,7 @@ import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
 
-from data.collator import CMELTPretrainingCollator
+from cmelt.data.collator import CMELTPretrainingCollator
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining, CMELTModel
 from modeling_cmelt.loss_cmelt import siglep_targets
 from tests.test_modeling import make_batch
@@ -136,8 +136,8 @@ def test_positional_conv_gets_the_reference_initialisation(model_class):
 
 
 def test_weight_decay_skips_tokens_type_embeddings_and_logit_scale(tmp_path):
-    from train_scripts.pretraining import CMELTTrainingArguments
-    from train_scripts.trainer import CMELTPretrainingTrainer
+    from cmelt.train_scripts.pretraining import CMELTTrainingArguments
+    from cmelt.train_scripts.trainer import CMELTPretrainingTrainer
 
     config = CMELTConfig.from_preset("tiny", siglep_learnable_scale=True, siglep_normalize=True)
     model = CMELTForPreTraining(config)

@@ -16,17 +16,17 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
-import data.n3s as n3s
-from data.ecg_store import write_json_atomically
-from data.ecg_store import SKIP_FLAT, SKIP_TRUNCATED
-from data.mimic_iv_ecg import convert_mimic_iv_ecg, load_mimic_index
-from data.n3s import ReportTable, add_n3s_column
-from data.synthetic import write_mimic_tree
-from data.text_tower import build_tiny_t5
+import cmelt.data.n3s as n3s
+from cmelt.data.ecg_store import write_json_atomically
+from cmelt.data.ecg_store import SKIP_FLAT, SKIP_TRUNCATED
+from cmelt.data.mimic_iv_ecg import convert_mimic_iv_ecg, load_mimic_index
+from cmelt.data.n3s import ReportTable, add_n3s_column
+from cmelt.data.synthetic import write_mimic_tree
+from cmelt.data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
-from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
+from cmelt.train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
 
 REPORTS = [
     "sinus rhythm normal ecg",
@@ -178,7 +178,7 @@ def test_column_cache_key_includes_the_dtype(encoder, tmp_path):
 
 
 def test_cli_precompute_is_reused_by_pretraining_without_re_embedding(encoder, tmp_path, monkeypatch):
-    from train_scripts.pretraining import _with_n3s
+    from cmelt.train_scripts.pretraining import _with_n3s
 
     corpus_dir = tmp_path / "corpus"
     DatasetDict({"train": corpus(seed=1), "validation": corpus(num_rows=10, seed=2, offset=100)}).save_to_disk(corpus_dir)

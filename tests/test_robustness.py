@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from data.text_tower import build_tiny_t5
+from cmelt.data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTConfig, CMELTModel
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.pipeline_cmelt import ZeroShotECGClassificationPipeline, label_texts_for

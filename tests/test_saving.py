@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from data.text_tower import build_tiny_t5
+from cmelt.data.text_tower import build_tiny_t5
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
@@ -46,7 +46,7 @@ class RecordingHub:
 def test_push_to_hub_uploads_complete_final_folders(tmp_path, monkeypatch):
     from transformers import trainer as hf_trainer
 
-    from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
+    from cmelt.train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
 
     hub = RecordingHub()
     monkeypatch.setattr(hf_trainer, "hf_api", lambda: hub)
@@ -81,7 +81,7 @@ def test_paper_yaml_gives_a_global_batch_of_128_on_any_number_of_processes(world
     import yaml
     from transformers import HfArgumentParser
 
-    from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, batch_split
+    from cmelt.train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, batch_split
 
     settings = yaml.safe_load((Path(__file__).parent.parent / "configs" / "paper.yaml").read_text())
     assert settings.pop("bf16") is True  # TrainingArguments refuses bf16 on a machine without GPU

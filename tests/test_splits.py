@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from datasets import Dataset, DatasetDict
 
-from data.splits import check_patient_leakage, label_fraction_subsample, random_split_indices
+from cmelt.data.splits import check_patient_leakage, label_fraction_subsample, random_split_indices
 
 
 def test_random_split_is_a_seeded_partition():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, find_peaks, sosfiltfilt
 
-from data.synthetic import DEMO_LABEL_PROMPTS, DEMO_LABELS, DEMO_LEAD_NAMES, NORMAL_REPORT, generate_demo_ecgs
+from cmelt.data.synthetic import DEMO_LABEL_PROMPTS, DEMO_LABELS, DEMO_LEAD_NAMES, NORMAL_REPORT, generate_demo_ecgs
 
 FS = 500
 LEAD = {name: index for index, name in enumerate(DEMO_LEAD_NAMES)}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, T5EncoderModel
 
-from data.text_tower import build_tiny_t5
+from cmelt.data.text_tower import build_tiny_t5
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

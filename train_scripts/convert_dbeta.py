@@ -1,7 +1,7 @@
 """Convert the authors' released C-MELT / D-BETA checkpoint into a C-MELT Hub folder.
 
     cmelt-convert-dbeta sample.pt converted/ --tokenizer path/to/flan-t5-base
-    python -m train_scripts.convert_dbeta sample.pt converted/
+    python -m cmelt.train_scripts.convert_dbeta sample.pt converted/
 
 The official checkpoint (`torch.load(..., weights_only=True)` gives a dict whose "model" entry is the state dict)
 comes from the inference-only code of the official repository. The architecture is read from the tensor shapes;
@@ -313,7 +313,7 @@ def convert(
 
 
 def _write_card(output_dir: Path, provenance: dict) -> None:
-    from model_card.generate import write_model_card
+    from cmelt.model_card.generate import write_model_card
 
     write_model_card(
         output_dir,

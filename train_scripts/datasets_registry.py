@@ -25,8 +25,8 @@ from pathlib import Path
 
 from datasets import DatasetDict, load_from_disk
 
-from data.downstream import label_names
-from data.labels import LABEL_SETS
+from cmelt.data.downstream import label_names
+from cmelt.data.labels import LABEL_SETS
 
 CLASSIFICATION = "classification"
 IDENTIFICATION = "patient_identification"

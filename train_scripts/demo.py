@@ -31,20 +31,20 @@ import pandas as pd
 import torch
 from datasets import DatasetDict, Sequence, Value, load_from_disk
 
-from data.mimic_iv_ecg import convert_mimic_iv_ecg
-from data.n3s import ReportTable, add_n3s_column
-from data.synthetic import DEMO_LABEL_PROMPTS, DEMO_LABELS, GENERATOR_VERSION, write_mimic_tree
-from data.text_tower import build_tiny_t5
+from cmelt.data.mimic_iv_ecg import convert_mimic_iv_ecg
+from cmelt.data.n3s import ReportTable, add_n3s_column
+from cmelt.data.synthetic import DEMO_LABEL_PROMPTS, DEMO_LABELS, GENERATOR_VERSION, write_mimic_tree
+from cmelt.data.text_tower import build_tiny_t5
+from cmelt.model_card.generate import write_model_card
+from cmelt.train_scripts.evaluation import current_commit, result_row, write_rows
+from cmelt.train_scripts.figures import save_evaluation_figures
+from cmelt.train_scripts.out_of_generator import format_out_of_generator, out_of_generator_check
+from cmelt.train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
+from cmelt.train_scripts.profiling import StageTimer, fastest_thread_count, matmul_ceiling
+from cmelt.train_scripts.scoring import ecg_embeddings, evaluate_zero_shot
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
-from model_card.generate import write_model_card
-from train_scripts.evaluation import current_commit, result_row, write_rows
-from train_scripts.out_of_generator import format_out_of_generator, out_of_generator_check
-from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
-from train_scripts.profiling import StageTimer, fastest_thread_count, matmul_ceiling
-from train_scripts.figures import save_evaluation_figures
-from train_scripts.scoring import ecg_embeddings, evaluate_zero_shot
 
 VARIANTS = {
     "C-MELT": {},

@@ -1,6 +1,6 @@
 """Zero-shot domain transfer (paper Tab. 4 / 11): label a target dataset with the SOURCE label set's prompts.
 
-    python -m train_scripts.domain_transfer --model MODEL --source ptbxl_super --dataset cpsc2018 --root CPSC \
+    python -m cmelt.train_scripts.domain_transfer --model MODEL --source ptbxl_super --dataset cpsc2018 --root CPSC \
         --output_dir runs/transfer
 
 Each source label is prompted with its text in `--prompts` (cmelt, merl or a JSON file; `--descriptions` overrides
@@ -19,9 +19,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from data.labels import DOMAIN_TRANSFER, label_codes
-from modeling_cmelt.pipeline_cmelt import label_texts_for, resolve_prompts
-from train_scripts.datasets_registry import (
+from cmelt.data.labels import DOMAIN_TRANSFER, label_codes
+from cmelt.train_scripts.datasets_registry import (
     CLASSIFICATION,
     add_dataset_arguments,
     add_model_arguments,
@@ -30,7 +29,7 @@ from train_scripts.datasets_registry import (
     device_from_args,
     require_split,
 )
-from train_scripts.evaluation import (
+from cmelt.train_scripts.evaluation import (
     current_commit,
     load_metric,
     macro_auroc_row_fields,
@@ -38,8 +37,8 @@ from train_scripts.evaluation import (
     task_and_dataset,
     write_and_print_rows,
 )
-from train_scripts.figures import save_evaluation_figures
-from train_scripts.scoring import (
+from cmelt.train_scripts.figures import save_evaluation_figures
+from cmelt.train_scripts.scoring import (
     ecg_embeddings,
     labels_of,
     load_dual_encoder,
@@ -47,6 +46,7 @@ from train_scripts.scoring import (
     read_descriptions_file,
     zero_shot_scores,
 )
+from modeling_cmelt.pipeline_cmelt import label_texts_for, resolve_prompts
 
 TARGET_SCORE_RULE = "max over the source labels mapped to the target class"
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval_split", default="test", help="the split scored (default: test)")
     parser.add_argument("--descriptions", default=None, help="JSON {source code: text or [texts]} overriding single labels' prompts")
     args = parser.parse_args(argv)
-    from train_scripts.evaluation import is_main_process
+    from cmelt.train_scripts.evaluation import is_main_process
 
     if not is_main_process():
         return None  # launched on several processes: the main one evaluates and writes, once

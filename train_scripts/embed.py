@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.leads import apply_lead_subset, lead_keep_mask
-from data.record_inputs import add_input_arguments, collect_record_paths, csv_column_by_path, iter_record_batches
+from cmelt.data.leads import apply_lead_subset, lead_keep_mask
+from cmelt.data.record_inputs import add_input_arguments, collect_record_paths, csv_column_by_path, iter_record_batches
 from modeling_cmelt.pipeline_cmelt import encode_label_texts
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 
@@ -57,10 +57,10 @@ def embed_records(args: argparse.Namespace):
     """(Dataset of the embedded records, [(path, error)] of those that could not be read)."""
     from datasets import Dataset, Features, Sequence, Value
 
-    from data.ecg_store import LEAD_MASK_FEATURE
+    from cmelt.data.ecg_store import LEAD_MASK_FEATURE
     from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-    from train_scripts.datasets_registry import device_from_args
-    from train_scripts.scoring import load_dual_encoder
+    from cmelt.train_scripts.datasets_registry import device_from_args
+    from cmelt.train_scripts.scoring import load_dual_encoder
 
     paths = collect_record_paths(args.inputs, args.path_column)
     texts_by_path = csv_column_by_path(args.inputs, args.path_column, args.text_column) if args.text_column else {}

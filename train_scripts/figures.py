@@ -13,7 +13,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from data.ecg_store import decode_ecg
+from cmelt.data.ecg_store import decode_ecg
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 
 ECG_SAMPLING_RATE = 500

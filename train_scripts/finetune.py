@@ -1,8 +1,8 @@
 """Full fine-tuning (paper Tab. 1) with the Hugging Face `Trainer`, on 12 leads or a reduced lead set.
 
-    python -m train_scripts.finetune --model MODEL --dataset physionet2021 --root PN2021 --output_dir runs/ft \
+    python -m cmelt.train_scripts.finetune --model MODEL --dataset physionet2021 --root PN2021 --output_dir runs/ft \
         --leads P-3 --epochs 100 --train_batch_size 256            # Dx: lr 5e-5, CinC 2021 challenge score
-    python -m train_scripts.finetune --model MODEL --dataset physionet2021_id --root PN2021 --output_dir runs/ft \
+    python -m cmelt.train_scripts.finetune --model MODEL --dataset physionet2021_id --root PN2021 --output_dir runs/ft \
         --leads 12                                                  # patient identification: lr 1e-4, accuracy
 
 Lead sets (data.leads): 12; P-6 = I II III aVR aVL aVF; P-3 = I II V2; P-2 = I II; P-1 = I; or a list I,II. The other leads are zero-padded
@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
-from data.ecg_store import ecg_batch_tensor
-from data.leads import LEAD_SETS, add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names  # noqa: F401
-from train_scripts.datasets_registry import (
+from cmelt.data.ecg_store import ecg_batch_tensor
+from cmelt.data.leads import add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names
+from cmelt.train_scripts.datasets_registry import (
     CLASSIFICATION,
     IDENTIFICATION,
     add_dataset_arguments,
@@ -46,7 +46,7 @@ from train_scripts.datasets_registry import (
     data_from_args,
     require_split,
 )
-from train_scripts.evaluation import (
+from cmelt.train_scripts.evaluation import (
     accuracy_row_fields,
     cinc_row_fields,
     current_commit,
@@ -57,8 +57,8 @@ from train_scripts.evaluation import (
     task_and_dataset,
     write_and_print_rows,
 )
-from train_scripts.figures import save_evaluation_figures
-from train_scripts.scoring import encoder_features, labels_of
+from cmelt.train_scripts.figures import save_evaluation_figures
+from cmelt.train_scripts.scoring import encoder_features, labels_of
 
 LEARNING_RATES = {CLASSIFICATION: 5e-5, IDENTIFICATION: 1e-4}
 CINC_LABEL_SET = "physionet2021"

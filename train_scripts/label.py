@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.leads import apply_lead_subset, lead_keep_mask
-from data.record_inputs import add_input_arguments, collect_record_paths, iter_record_batches
+from cmelt.data.leads import apply_lead_subset, lead_keep_mask
+from cmelt.data.record_inputs import add_input_arguments, collect_record_paths, iter_record_batches
 from modeling_cmelt.pipeline_cmelt import encode_label_texts, label_texts_for, load_label_descriptions, zero_shot_logits
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
 
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def label_texts_from_args(args: argparse.Namespace) -> dict[str, list[str]]:
     """{label: prompts} from --labels / --label_set / --descriptions (pipeline precedence: user texts first)."""
-    from train_scripts.scoring import read_descriptions_file
+    from cmelt.train_scripts.scoring import read_descriptions_file
 
     descriptions = read_descriptions_file(args.descriptions) if args.descriptions else None
     if args.labels is not None:
@@ -80,8 +80,8 @@ def score_rows(batch, scores: np.ndarray, labels: list[str], keep: np.ndarray, t
 @torch.no_grad()
 def label_records(args: argparse.Namespace) -> list[dict]:
     from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-    from train_scripts.datasets_registry import device_from_args
-    from train_scripts.scoring import load_dual_encoder
+    from cmelt.train_scripts.datasets_registry import device_from_args
+    from cmelt.train_scripts.scoring import load_dual_encoder
 
     paths = collect_record_paths(args.inputs, args.path_column)
     keep = lead_keep_mask(args.leads)

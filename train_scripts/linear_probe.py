@@ -1,6 +1,6 @@
 """Linear probing (paper Tab. 2): a frozen ECG encoder and one linear layer trained on its pooled features.
 
-    python -m train_scripts.linear_probe --model MODEL --dataset ptbxl_super --root PTBXL --output_dir runs/lp \
+    python -m cmelt.train_scripts.linear_probe --model MODEL --dataset ptbxl_super --root PTBXL --output_dir runs/lp \
         --label_fraction 0.01 0.1 1.0 --epochs 200
 
 The model is `CMELTForECGClassification.from_pretrained(MODEL, problem_type="multi_label_classification")` with
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from data.leads import add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names
-from data.splits import label_fraction_subsample
-from train_scripts.datasets_registry import (
+from cmelt.data.leads import add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names
+from cmelt.data.splits import label_fraction_subsample
+from cmelt.train_scripts.datasets_registry import (
     CLASSIFICATION,
     add_dataset_arguments,
     add_model_arguments,
@@ -35,9 +35,9 @@ from train_scripts.datasets_registry import (
     device_from_args,
     require_split,
 )
-from train_scripts.evaluation import load_metric
-from train_scripts.figures import save_evaluation_figures
-from train_scripts.scoring import encoder_features, labels_of
+from cmelt.train_scripts.evaluation import load_metric
+from cmelt.train_scripts.figures import save_evaluation_figures
+from cmelt.train_scripts.scoring import encoder_features, labels_of
 
 SELECTION_NOTE = (
     "test macro AUROC at the epoch of best validation macro AUROC (earliest on ties); not the maximum of test "
@@ -213,7 +213,7 @@ def probe_features(folder, codes, device, splits, args, keep=None, seed: int | N
     same architecture with seeded random weights (the `--baseline random` encoder). `keep`: the leads to keep
     (`data.leads.lead_keep_mask`); the others are zeroed and masked."""
     from modeling_cmelt import CMELTForECGClassification
-    from train_scripts.evaluation import random_init_like
+    from cmelt.train_scripts.evaluation import random_init_like
 
     if seed is None:
         model = load_probe_model(folder, codes, device)
@@ -233,7 +233,7 @@ def probe_features(folder, codes, device, splits, args, keep=None, seed: int | N
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from train_scripts.evaluation import current_commit, macro_auroc_row_fields, result_row, task_and_dataset, write_and_print_rows
+    from cmelt.train_scripts.evaluation import current_commit, macro_auroc_row_fields, result_row, task_and_dataset, write_and_print_rows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--save_model", action="store_true", help="save each paper-protocol probe to output_dir/model_<fraction>")
     add_leads_argument(parser)
     args = parser.parse_args(argv)
-    from train_scripts.evaluation import is_main_process
+    from cmelt.train_scripts.evaluation import is_main_process
 
     if not is_main_process():
         return None  # launched on several processes: the main one evaluates and writes, once

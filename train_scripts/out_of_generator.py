@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data.out_of_generator import RATE_CLASSES, build_rate_cases, canonical_dataset
-from data.synthetic import DEMO_LABEL_PROMPTS
+from cmelt.data.out_of_generator import RATE_CLASSES, build_rate_cases, canonical_dataset
+from cmelt.data.synthetic import DEMO_LABEL_PROMPTS
+from cmelt.train_scripts.evaluation import load_metric
+from cmelt.train_scripts.scoring import zero_shot_scores
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
-from train_scripts.evaluation import load_metric
-from train_scripts.scoring import zero_shot_scores
 
 # The demo's own label descriptions; "normal" is sinus rhythm at a normal rate.
 RATE_PROMPTS: dict[str, list[str]] = {

@@ -16,7 +16,7 @@ import sys
 
 from transformers import HfArgumentParser, TrainingArguments
 
-from train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
+from cmelt.train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
 
 
 def parse_arguments(argv: list[str]) -> tuple[CMELTModelArguments, CMELTDataArguments, CMELTTrainingArguments]:
@@ -38,13 +38,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def configure_logging(training_args: TrainingArguments) -> None:
-    """Scripts' logging: our modules (train_scripts, data) at INFO on the main process, WARNING on the others;
+    """Scripts' logging: our modules (cmelt.train_scripts, cmelt.data) at INFO on the main process, WARNING on the others;
     transformers at the level `--log_level` / `--log_level_replica` give this process."""
     import transformers
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     level = logging.INFO if training_args.should_log else logging.WARNING
-    for name in ("__main__", "train_scripts", "data"):
+    for name in ("__main__", "cmelt"):
         logging.getLogger(name).setLevel(level)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 

@@ -21,14 +21,14 @@ from datasets import load_from_disk
 from transformers import AutoModelForTextEncoding, AutoTokenizer, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from data.collator import CMELTPretrainingCollator
-from data.ecg_store import write_json_atomically
-from model_card.generate import write_model_card
+from cmelt.data.collator import CMELTPretrainingCollator
+from cmelt.data.ecg_store import write_json_atomically
+from cmelt.model_card.generate import write_model_card
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.modeling_cmelt import copy_hub_code
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
 from modeling_cmelt.processing_cmelt import CMELTProcessor
-from train_scripts.trainer import CMELTPretrainingTrainer, TriStageSchedule, remove_stale_staging
+from cmelt.train_scripts.trainer import CMELTPretrainingTrainer, TriStageSchedule, remove_stale_staging
 
 logger = get_logger(__name__)
 
@@ -293,7 +293,7 @@ def _with_n3s(train_dataset, data_args: CMELTDataArguments, device: str | None =
 
     The cache's manifest (written by `cmelt-n3s`) supplies the encoder, index type, max length and dtype it used,
     so the precomputed table is found and reused exactly; `--n3s_encoder` overrides the manifest's encoder."""
-    from data.n3s import ReportTable, add_n3s_column, read_manifest
+    from cmelt.data.n3s import ReportTable, add_n3s_column, read_manifest
 
     cache_dir = Path(data_args.n3s_cache_dir or Path(data_args.dataset_path) / "n3s_cache")
     manifest = read_manifest(cache_dir) or {}
@@ -310,7 +310,7 @@ def _with_n3s(train_dataset, data_args: CMELTDataArguments, device: str | None =
 
 def _require_n3s_column(train_dataset) -> None:
     """Refuse N3S on a dataset without the candidates column: the collator would silently keep every pair aligned."""
-    from data.n3s import DEFAULT_COLUMN
+    from cmelt.data.n3s import DEFAULT_COLUMN
 
     columns = getattr(train_dataset, "column_names", None)
     if columns is not None and DEFAULT_COLUMN not in columns:

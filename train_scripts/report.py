@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from train_scripts.evaluation import format_value, read_rows
+from cmelt.train_scripts.evaluation import format_value, read_rows
 
 PAPER_RESULTS_FILE = Path(__file__).resolve().parent / "paper_results.json"
 PAPER_KEY = ("task", "protocol", "label_fraction", "leads", "metric")

@@ -19,11 +19,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from data.ecg_store import ecg_batch_tensor
-from data.leads import apply_lead_subset
+from cmelt.data.ecg_store import ecg_batch_tensor
+from cmelt.data.leads import apply_lead_subset
+from cmelt.train_scripts.evaluation import load_metric, random_init_like
 from modeling_cmelt import CMELTModel
 from modeling_cmelt.pipeline_cmelt import encode_label_texts, zero_shot_logits
-from train_scripts.evaluation import load_metric, random_init_like
 
 
 def ecg_batches(dataset, batch_size: int, device, progress: bool = True, description: str = "ECG embeddings"):

@@ -67,8 +67,8 @@ def search(dataset, model, tokenizer, query: str, k: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> list[dict]:
     import pandas as pd
 
-    from train_scripts.datasets_registry import device_from_args
-    from train_scripts.scoring import load_dual_encoder
+    from cmelt.train_scripts.datasets_registry import device_from_args
+    from cmelt.train_scripts.scoring import load_dual_encoder
 
     args = parse_args(argv)
     folder = Path(args.embeddings)

@@ -12,9 +12,8 @@ import argparse
 
 import torch
 
-from data.leads import add_leads_argument, lead_keep_mask, lead_names
-from modeling_cmelt.pipeline_cmelt import label_texts_for, resolve_prompts
-from train_scripts.datasets_registry import (
+from cmelt.data.leads import add_leads_argument, lead_keep_mask, lead_names
+from cmelt.train_scripts.datasets_registry import (
     CLASSIFICATION,
     add_dataset_arguments,
     add_model_arguments,
@@ -23,7 +22,7 @@ from train_scripts.datasets_registry import (
     device_from_args,
     require_split,
 )
-from train_scripts.evaluation import (
+from cmelt.train_scripts.evaluation import (
     current_commit,
     is_main_process,
     macro_auroc_row_fields,
@@ -31,8 +30,8 @@ from train_scripts.evaluation import (
     task_and_dataset,
     write_and_print_rows,
 )
-from train_scripts.figures import save_evaluation_figures
-from train_scripts.scoring import (
+from cmelt.train_scripts.figures import save_evaluation_figures
+from cmelt.train_scripts.scoring import (
     ecg_embeddings,
     evaluate_zero_shot,
     labels_of,
@@ -40,6 +39,7 @@ from train_scripts.scoring import (
     random_baseline_scores,
     read_descriptions_file,
 )
+from modeling_cmelt.pipeline_cmelt import label_texts_for, resolve_prompts
 
 
 def main(argv: list[str] | None = None) -> dict:
