@@ -376,6 +376,9 @@ _PRESETS: dict[str, dict] = {
         "mem_decoder_num_attention_heads": 4,
         "mem_decoder_intermediate_size": 128,
         "mem_fusion_layer": 1,
+        # MEM drops half the tokens, not the paper's 75 %: on the demo corpus it reached 0.814 held-out zero-shot
+        # AUC at 300 steps against 0.776, for about 15 % more time per step (README, "The embedded default").
+        "mem_mask_ratio": 0.5,
         "projection_dim": 128,
         "siglep_head": "pool_project",
         "etm_head": "binary",
