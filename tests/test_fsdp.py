@@ -1,0 +1,163 @@
+"""FSDP on CPU: the tiny pretraining model sharded with FSDP2 over 2 gloo processes (torchrun) takes one optimiser
+step, then goes through the project's final save (`save_model_folder`: FULL_STATE_DICT switch, `Trainer.save_model`,
+accelerate's `get_state_dict`); the folder must hold the full trained weights, not a rank's shard.
+
+accelerate 1.x does not run FSDP on CPU: with `use_cpu` it builds a gloo DDP state (`MULTI_CPU`) and drops the FSDP
+plugin (FSDP is only set up for GPU-like distributed types); without it, a CPU machine gets no process group at all.
+So the worker shards the model with torch's `fully_shard` on a CPU mesh and hands the Trainer the FSDP2 plugin that
+`--fsdp ... --fsdp_config` asked for, as accelerate does on GPUs."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.text_tower import build_tiny_t5
+
+REPO = Path(__file__).resolve().parent.parent
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import torch
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+    from transformers import AutoTokenizer
+
+    from modeling_cmelt import CMELTConfig, CMELTForPreTraining
+    from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
+    from modeling_cmelt.processing_cmelt import CMELTProcessor
+    from train_scripts.pretrain import CMELTTrainingArguments, save_model_folder
+    from train_scripts.trainer import CMELTPretrainingTrainer
+
+    tokenizer_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
+    layer_classes = ["CMELTECGLayer", "CMELTFusionLayer", "CMELTMEMDecoderLayer", "T5Block"]  # configs/accelerate/fsdp.yaml
+    args = CMELTTrainingArguments(
+        output_dir=str(out / "run"), use_cpu=True, report_to="none", dataloader_num_workers=0,
+        fsdp="full_shard auto_wrap",
+        fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": layer_classes,
+                     "state_dict_type": "SHARDED_STATE_DICT", "cpu_ram_efficient_loading": False},
+    )
+    rank, world = args.process_index, args.world_size
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    processor = CMELTProcessor(CMELTFeatureExtractor(num_samples=1000), tokenizer)
+    torch.manual_seed(0)
+    config = CMELTConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)})
+    model = CMELTForPreTraining(config)
+    if rank == 0:
+        torch.save(model.state_dict(), out / "initial.pt")
+
+    mesh = init_device_mesh("cpu", (world,))
+    for module in model.modules():
+        if type(module).__name__ in layer_classes:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    assert all(isinstance(p, DTensor) for p in model.parameters())
+
+    trainer = CMELTPretrainingTrainer(model=model, args=args, processing_class=processor)
+    state = trainer.accelerator.state
+    # accelerate 1.x on CPU: gloo DDP, the FSDP plugin dropped (if this fails, accelerate now runs FSDP on CPU)
+    assert state.distributed_type == DistributedType.MULTI_CPU and not trainer.is_fsdp_enabled, state.distributed_type
+    state.fsdp_plugin = FullyShardedDataParallelPlugin(**args.fsdp_plugin_args)
+    state.distributed_type = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+    assert trainer.accelerator.is_fsdp2
+
+    generator = torch.Generator().manual_seed(1 + rank)  # each rank its own batch
+    ids = torch.randint(3, len(tokenizer), (4, 12), generator=generator)
+    labels = torch.full_like(ids, -100)
+    labels[:, 2] = ids[:, 2]
+    batch = {
+        "input_values": torch.randn(4, 12, config.ecg_config.num_samples, generator=generator),
+        "input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+        "is_aligned": torch.tensor([1.0, 0.0, 1.0, 1.0]),
+        "noise": torch.rand(4, config.ecg_config.num_tokens, generator=generator),
+    }
+    optimizer = trainer.create_optimizer()
+    trainer.compute_loss(model, batch).backward()
+    optimizer.step()
+
+    local = {name: tensor.to_local().clone() for name, tensor in model.state_dict().items()}
+    full = {name: tensor.full_tensor() for name, tensor in model.state_dict().items()}  # another route to the weights
+    if rank == 0:
+        torch.save({"full": full, "rank0_shard": local}, out / "trained.pt")
+    save_model_folder(trainer, processor, out / "model")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory) -> Path:
+    """The worker's outputs: initial.pt, trained.pt (full weights and rank 0's shard) and the saved model/."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_pretraining import REPORTS
+
+    out = tmp_path_factory.mktemp("fsdp")
+    tokenizer_dir = build_tiny_t5(REPORTS * 5, out / "t5", vocab_size=64, d_model=32, d_ff=64)
+    script = out / "fsdp_worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+         str(tokenizer_dir), str(out)],
+        capture_output=True, text=True, timeout=600, cwd=REPO, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+@pytest.mark.slow
+def test_fsdp2_sharded_model_saves_a_full_loadable_folder(fsdp_run):
+    from transformers import AutoModel, AutoModelForPreTraining
+
+    from modeling_cmelt import CMELTForPreTraining
+
+    initial = torch.load(fsdp_run / "initial.pt")
+    trained = torch.load(fsdp_run / "trained.pt")
+    full, shard = trained["full"], trained["rank0_shard"]
+    # the step trained the model, and the shards really were shards
+    assert any(not torch.equal(full[name], initial[name]) for name in initial)
+    assert any(shard[name].shape != full[name].shape for name in full)
+
+    folder = fsdp_run / "model"
+    files = {path.name for path in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "modeling_cmelt.py", "processor_config.json", "README.md"} <= files
+    # only C-MELT's own code ships: none of torch's FSDP modules (the sharded model's class lives there)
+    code = {path.name for path in REPO.joinpath("modeling_cmelt").glob("*.py")} - {"__init__.py"}
+    assert {name for name in files if name.endswith(".py")} == code
+    for loader in (CMELTForPreTraining.from_pretrained,
+                   lambda path: AutoModelForPreTraining.from_pretrained(path, trust_remote_code=True)):
+        loaded = loader(folder).state_dict()
+        assert loaded.keys() == full.keys()
+        for name, tensor in full.items():
+            assert torch.equal(loaded[name], tensor), name
+    encoder = AutoModel.from_pretrained(folder, trust_remote_code=True).state_dict()
+    assert encoder and encoder.keys() <= full.keys()
+    for name, tensor in encoder.items():
+        assert torch.equal(tensor, full[name]), name
+
+
+@pytest.mark.slow
+def test_a_rank_shard_saved_as_the_model_does_not_load(fsdp_run, tmp_path):
+    """What the test above guards against: one rank's FSDP shard written as the model is refused on load."""
+    from safetensors.torch import save_file
+
+    from modeling_cmelt import CMELTForPreTraining
+
+    shard = torch.load(fsdp_run / "trained.pt")["rank0_shard"]
+    broken = tmp_path / "broken"
+    shutil.copytree(fsdp_run / "model", broken)
+    tied_copy = "text_model.encoder.embed_tokens.weight"  # safetensors stores the tied embedding once
+    save_file({name: tensor.contiguous() for name, tensor in shard.items() if name != tied_copy},
+              str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        CMELTForPreTraining.from_pretrained(broken)
