@@ -243,6 +243,20 @@ def copy_hub_code(save_directory: str | Path) -> list[Path]:
     return copied
 
 
+def _share_token_embedding_module(text_model: nn.Module) -> None:
+    """T5 holds its token embedding in two modules (`shared`, `encoder.embed_tokens`) tied by weight. FSDP2 through
+    accelerate shards the input embedding as its own unit and then meets the other module's copy of the weight in
+    the root unit ("shared with a parameter already managed by another FSDP group"). One module in both places is
+    the same weights (same state-dict keys) and shards."""
+    shared, encoder = getattr(text_model, "shared", None), getattr(text_model, "encoder", None)
+    embed_tokens = getattr(encoder, "embed_tokens", None)
+    if isinstance(shared, nn.Embedding) and isinstance(embed_tokens, nn.Embedding):
+        if embed_tokens.weight.shape != shared.weight.shape:
+            raise ValueError(f"text tower embeddings differ: shared {tuple(shared.weight.shape)} vs encoder "
+                             f"{tuple(embed_tokens.weight.shape)}")
+        encoder.embed_tokens = shared
+
+
 def _is_fsdp2_sharded(model: nn.Module) -> bool:
     if not torch.distributed.is_available():  # some builds have no torch.distributed
         return False
@@ -425,6 +439,7 @@ class CMELTModel(CMELTPreTrainedModel):
     def _build_dual_encoder(self, config: CMELTConfig) -> None:
         self.ecg_model = CMELTECGModel._from_config(config.ecg_config)
         self.text_model = AutoModelForTextEncoding.from_config(config.text_config)
+        _share_token_embedding_module(self.text_model)
         ecg_hidden, text_hidden = config.ecg_config.hidden_size, config.text_hidden_size
         if config.siglep_head == "fusion_projection":
             # projection first (these Linears are also the fusion's input projections), then the pooler

@@ -1,11 +1,12 @@
-"""FSDP on CPU: the tiny pretraining model sharded with FSDP2 over 2 gloo processes (torchrun) takes one optimiser
-step, then goes through the project's final save (`save_model_folder`: FULL_STATE_DICT switch, `Trainer.save_model`,
-accelerate's `get_state_dict`); the folder must hold the full trained weights, not a rank's shard.
+"""FSDP2 on CPU: `pretrain()` with `--fsdp "full_shard auto_wrap"` and the FSDP2 config over 2 gloo processes
+(torchrun): accelerate shards the tiny model (`fsdp2_prepare_model`, our layer classes), the Trainer takes 2 steps
+and writes sharded checkpoints, and the final save (`save_model_folder`: FULL_STATE_DICT switch, `Trainer.save_model`,
+accelerate's `get_state_dict`) must write the full trained weights, loadable, not a rank's shard.
 
 accelerate 1.x does not run FSDP on CPU: with `use_cpu` it builds a gloo DDP state (`MULTI_CPU`) and drops the FSDP
-plugin (FSDP is only set up for GPU-like distributed types); without it, a CPU machine gets no process group at all.
-So the worker shards the model with torch's `fully_shard` on a CPU mesh and hands the Trainer the FSDP2 plugin that
-`--fsdp ... --fsdp_config` asked for, as accelerate does on GPUs."""
+plugin (it sets FSDP up for GPU-like distributed types only); without `use_cpu`, a CPU machine gets no process group
+at all. So the worker's Trainer puts back the FSDP2 plugin that `--fsdp_config` asked for, as accelerate does on GPUs;
+everything after that (sharding, training, checkpoints, saving) is accelerate's and transformers' own code."""
 
 import os
 import shutil
@@ -27,70 +28,61 @@ WORKER = textwrap.dedent(
     from pathlib import Path
 
     import torch
+    from accelerate import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
     from transformers import AutoTokenizer
 
+    import train_scripts.pretrain as pretrain_script
     from modeling_cmelt import CMELTConfig, CMELTForPreTraining
     from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
     from modeling_cmelt.processing_cmelt import CMELTProcessor
-    from train_scripts.pretrain import CMELTTrainingArguments, save_model_folder
     from train_scripts.trainer import CMELTPretrainingTrainer
 
-    tokenizer_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
+    tokenizer_dir, out, tests_dir = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    sys.path.insert(0, tests_dir)
+    from test_pretraining import lookup, tiny_corpus
+
+
+    class FSDPOnCPUTrainer(CMELTPretrainingTrainer):
+        def create_accelerator_and_postprocess(self):
+            super().create_accelerator_and_postprocess()
+            state = self.accelerator.state
+            # accelerate 1.x on CPU: gloo DDP, the FSDP plugin dropped (if this fails, accelerate runs FSDP on CPU
+            # now, and this class can go)
+            assert state.distributed_type == DistributedType.MULTI_CPU and not self.is_fsdp_enabled
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.is_fsdp_enabled = True
+
+
+    pretrain_script.CMELTPretrainingTrainer = FSDPOnCPUTrainer
     layer_classes = ["CMELTECGLayer", "CMELTFusionLayer", "CMELTMEMDecoderLayer", "T5Block"]  # configs/accelerate/fsdp.yaml
-    args = CMELTTrainingArguments(
-        output_dir=str(out / "run"), use_cpu=True, report_to="none", dataloader_num_workers=0,
+    args = pretrain_script.CMELTTrainingArguments(
+        output_dir=str(out / "run"), use_cpu=True, max_steps=2, save_steps=1, per_device_train_batch_size=4,
+        learning_rate=1e-3, logging_steps=1, report_to="none", dataloader_num_workers=0,
         fsdp="full_shard auto_wrap",
         fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": layer_classes,
                      "state_dict_type": "SHARDED_STATE_DICT", "cpu_ram_efficient_loading": False},
     )
-    rank, world = args.process_index, args.world_size
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     processor = CMELTProcessor(CMELTFeatureExtractor(num_samples=1000), tokenizer)
     torch.manual_seed(0)
-    config = CMELTConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)})
-    model = CMELTForPreTraining(config)
-    if rank == 0:
+    model = CMELTForPreTraining(CMELTConfig.from_preset("tiny", text_config={"vocab_size": len(tokenizer)}))
+    if args.process_index == 0:
         torch.save(model.state_dict(), out / "initial.pt")
 
-    mesh = init_device_mesh("cpu", (world,))
-    for module in model.modules():
-        if type(module).__name__ in layer_classes:
-            fully_shard(module, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    assert all(isinstance(p, DTensor) for p in model.parameters())
-
-    trainer = CMELTPretrainingTrainer(model=model, args=args, processing_class=processor)
-    state = trainer.accelerator.state
-    # accelerate 1.x on CPU: gloo DDP, the FSDP plugin dropped (if this fails, accelerate now runs FSDP on CPU)
-    assert state.distributed_type == DistributedType.MULTI_CPU and not trainer.is_fsdp_enabled, state.distributed_type
-    state.fsdp_plugin = FullyShardedDataParallelPlugin(**args.fsdp_plugin_args)
-    state.distributed_type = DistributedType.FSDP
-    trainer.is_fsdp_enabled = True
-    assert trainer.accelerator.is_fsdp2
-
-    generator = torch.Generator().manual_seed(1 + rank)  # each rank its own batch
-    ids = torch.randint(3, len(tokenizer), (4, 12), generator=generator)
-    labels = torch.full_like(ids, -100)
-    labels[:, 2] = ids[:, 2]
-    batch = {
-        "input_values": torch.randn(4, 12, config.ecg_config.num_samples, generator=generator),
-        "input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
-        "is_aligned": torch.tensor([1.0, 0.0, 1.0, 1.0]),
-        "noise": torch.rand(4, config.ecg_config.num_tokens, generator=generator),
-    }
-    optimizer = trainer.create_optimizer()
-    trainer.compute_loss(model, batch).backward()
-    optimizer.step()
-
-    local = {name: tensor.to_local().clone() for name, tensor in model.state_dict().items()}
-    full = {name: tensor.full_tensor() for name, tensor in model.state_dict().items()}  # another route to the weights
-    if rank == 0:
-        torch.save({"full": full, "rank0_shard": local}, out / "trained.pt")
-    save_model_folder(trainer, processor, out / "model")
+    trainer = pretrain_script.pretrain(
+        pretrain_script.CMELTModelArguments(), pretrain_script.CMELTDataArguments(), args,
+        train_dataset=tiny_corpus(), report_texts=lookup, model=model, processor=processor,
+    )
+    assert trainer.accelerator.is_fsdp2 and type(trainer.model).__name__ == "FSDPCMELTForPreTraining"
+    weights = trainer.model.state_dict()
+    assert all(isinstance(tensor, DTensor) for tensor in weights.values())
+    full = {name: tensor.full_tensor() for name, tensor in weights.items()}  # another route to the weights
+    if args.process_index == 0:
+        shard = {name: tensor.to_local().clone() for name, tensor in weights.items()}
+        torch.save({"full": full, "rank0_shard": shard}, out / "trained.pt")
     """
 )
 
@@ -108,7 +100,7 @@ def fsdp_run(tmp_path_factory) -> Path:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-         str(tokenizer_dir), str(out)],
+         str(tokenizer_dir), str(out), str(Path(__file__).parent)],
         capture_output=True, text=True, timeout=600, cwd=REPO, env=env,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -128,7 +120,9 @@ def test_fsdp2_sharded_model_saves_a_full_loadable_folder(fsdp_run):
     assert any(not torch.equal(full[name], initial[name]) for name in initial)
     assert any(shard[name].shape != full[name].shape for name in full)
 
-    folder = fsdp_run / "model"
+    # checkpoints are sharded (every rank wrote its part: resume reads them back); the final folder is whole
+    assert (fsdp_run / "run" / "checkpoint-2" / "pytorch_model_fsdp_0").is_dir()
+    folder = fsdp_run / "run" / "model"
     files = {path.name for path in folder.iterdir()}
     assert {"config.json", "model.safetensors", "modeling_cmelt.py", "processor_config.json", "README.md"} <= files
     # only C-MELT's own code ships: none of torch's FSDP modules (the sharded model's class lives there)
@@ -155,7 +149,7 @@ def test_a_rank_shard_saved_as_the_model_does_not_load(fsdp_run, tmp_path):
 
     shard = torch.load(fsdp_run / "trained.pt")["rank0_shard"]
     broken = tmp_path / "broken"
-    shutil.copytree(fsdp_run / "model", broken)
+    shutil.copytree(fsdp_run / "run" / "model", broken)
     tied_copy = "text_model.encoder.embed_tokens.weight"  # safetensors stores the tied embedding once
     save_file({name: tensor.contiguous() for name, tensor in shard.items() if name != tied_copy},
               str(broken / "model.safetensors"), metadata={"format": "pt"})
