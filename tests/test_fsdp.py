@@ -59,7 +59,8 @@ WORKER = textwrap.dedent(
 
 
     pretrain_script.CMELTPretrainingTrainer = FSDPOnCPUTrainer
-    layer_classes = ["CMELTECGLayer", "CMELTFusionLayer", "CMELTMEMDecoderLayer", "T5Block"]  # configs/accelerate/fsdp.yaml
+    # the layer classes of configs/accelerate/fsdp.yaml
+    layer_classes = ["CMELTECGLayer", "CMELTFusionLayer", "CMELTMEMDecoderLayer", "T5Block"]
     args = pretrain_script.CMELTTrainingArguments(
         output_dir=str(out), use_cpu=True, max_steps=2, save_steps=1, per_device_train_batch_size=4,
         learning_rate=1e-3, logging_steps=1, report_to="none", dataloader_num_workers=0,
@@ -108,7 +109,7 @@ def run_worker(script: Path, tokenizer_dir: Path, output_dir: Path, seed: int) -
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory) -> Path:
     """run/: the worker's first run (initial.pt, trained.pt with the full weights and rank 0's shard, checkpoints,
-    model/); resumed/: a rerun of that job killed after checkpoint-1 (its resume is a new torchrun, as after a crash)."""
+    model/); resumed/: a rerun of that job killed after checkpoint-1 (a new torchrun, as after a crash)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_pretraining import REPORTS
 
