@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch import nn
 from transformers import AutoModelForTextEncoding, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.utils import ModelOutput
@@ -241,6 +243,40 @@ def copy_hub_code(save_directory: str | Path) -> list[Path]:
     return copied
 
 
+def _share_token_embedding_module(text_model: nn.Module) -> None:
+    """T5 holds its token embedding in two modules (`shared`, `encoder.embed_tokens`) tied by weight. FSDP2 through
+    accelerate shards the input embedding as its own unit and then meets the other module's copy of the weight in
+    the root unit ("shared with a parameter already managed by another FSDP group"). One module in both places is
+    the same weights (same state-dict keys) and shards."""
+    shared, encoder = getattr(text_model, "shared", None), getattr(text_model, "encoder", None)
+    embed_tokens = getattr(encoder, "embed_tokens", None)
+    if isinstance(shared, nn.Embedding) and isinstance(embed_tokens, nn.Embedding):
+        if embed_tokens.weight.shape != shared.weight.shape:
+            raise ValueError(f"text tower embeddings differ: shared {tuple(shared.weight.shape)} vs encoder "
+                             f"{tuple(embed_tokens.weight.shape)}")
+        encoder.embed_tokens = shared
+
+
+def _is_fsdp2_sharded(model: nn.Module) -> bool:
+    if not torch.distributed.is_available():  # some builds have no torch.distributed
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def _drop_fsdp_class_code(model: PreTrainedModel, save_directory: str | Path) -> None:
+    """Under FSDP2 (`fully_shard`) the model's class is torch's `FSDP<class>`, made in a torch module: transformers'
+    save copies that module and its relatives into the folder and names `FSDP<class>` in `auto_map`, so
+    `AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True)` fails. Remove those files and write
+    the config back with C-MELT's own `auto_map`."""
+    wrapper_file = Path(sys.modules[type(model).__module__].__file__)
+    for path in (wrapper_file, *map(Path, get_relative_import_files(str(wrapper_file)))):
+        (Path(save_directory) / path.name).unlink(missing_ok=True)
+    model.config.auto_map = {**model.config.auto_map, **hub_auto_map()}
+    model.config.save_pretrained(save_directory)
+
+
 class CMELTPreTrainedModel(PreTrainedModel):
     config: CMELTConfig
     config_class = CMELTConfig
@@ -264,6 +300,8 @@ class CMELTPreTrainedModel(PreTrainedModel):
         self.config.custom_pipelines = HUB_CUSTOM_PIPELINES
         super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
         if is_main_process:
+            if _is_fsdp2_sharded(self):
+                _drop_fsdp_class_code(self, save_directory)
             copy_hub_code(save_directory)
 
     def _init_weights(self, module):
@@ -401,6 +439,7 @@ class CMELTModel(CMELTPreTrainedModel):
     def _build_dual_encoder(self, config: CMELTConfig) -> None:
         self.ecg_model = CMELTECGModel._from_config(config.ecg_config)
         self.text_model = AutoModelForTextEncoding.from_config(config.text_config)
+        _share_token_embedding_module(self.text_model)
         ecg_hidden, text_hidden = config.ecg_config.hidden_size, config.text_hidden_size
         if config.siglep_head == "fusion_projection":
             # projection first (these Linears are also the fusion's input projections), then the pooler
