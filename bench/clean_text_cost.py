@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "machine": machine_info(),
     }
-    for key, value in result["results"].items():
-        print(f"{key:<32}{value:>12}")
-    write_result(RESULTS, result)
+    write_result(RESULTS, result, print_results=True)
     return result
 
 

@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'stage':<28}{'seconds':>10}")
     for row in result["rows"]:
         print(f"{row['stage']:<28}{row['seconds']:>10.1f}")
-    for key, value in result["results"].items():
-        print(f"{key:<36}{value}")
-    write_result(RESULTS, result)
+    write_result(RESULTS, result, print_results=True)
     return result
 
 

@@ -106,11 +106,15 @@ if __name__ == "__main__":
     print(json.dumps(machine_info(), indent=2))
 
 
-def write_result(path, result: dict):
-    """Write one benchmark's JSON (the schema bench/report.py reads) and say where: the one result writer."""
+def write_result(path, result: dict, print_results: bool = False):
+    """Write one benchmark's JSON (the schema bench/report.py reads) and say where: the one result writer.
+    `print_results` first prints its "results" fields, one per line."""
     import json
     from pathlib import Path
 
+    if print_results:
+        for key, value in result.get("results", {}).items():
+            print(f"{key:<36}{value!s:>14}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

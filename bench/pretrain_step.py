@@ -94,10 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "machine": machine_info(),
     }
-    print(f"{'metric':<36}{'value':>14}")
-    for key, value in result["results"].items():
-        print(f"{key:<36}{value:>14}")
-    write_result(RESULTS, result)
+    write_result(RESULTS, result, print_results=True)
     return result
 
 
