@@ -86,7 +86,7 @@ class CMELTDataArguments:
     """Where the corpus is and how batches are made."""
 
     dataset_path: str | None = field(
-        default=None, metadata={"help": "converted corpus (data.mimic_iv_ecg, then data.n3s); none = demo"}
+        default=None, metadata={"help": "converted corpus (cmelt-convert-mimic, then cmelt-n3s); required (the demo is cmelt-demo)"}
     )
     n3s_cache_dir: str | None = field(
         default=None, metadata={"help": "N3S cache written by `cmelt-n3s` (default: <dataset_path>/n3s_cache)"}
