@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from datasets import DatasetDict, Sequence, Value, load_from_disk
 
+from cmelt.data.ecg_store import write_json_atomically
 from cmelt.data.mimic_iv_ecg import convert_mimic_iv_ecg
 from cmelt.data.n3s import ReportTable, add_n3s_column
 from cmelt.data.synthetic import DEMO_LABEL_PROMPTS, DEMO_LABELS, GENERATOR_VERSION, write_mimic_tree
@@ -109,10 +110,7 @@ def stage_completed(folder: Path, parameters: dict) -> bool:
 
 def mark_stage_completed(folder: Path, parameters: dict) -> None:
     """Write the completion marker atomically (a temporary file renamed into place): present means complete."""
-    marker = Path(folder) / STAGE_MARKER
-    temporary = marker.with_name(f".{STAGE_MARKER}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"parameters": _normalised(parameters), "completed": time.time()}, indent=2))
-    os.replace(temporary, marker)
+    write_json_atomically(Path(folder) / STAGE_MARKER, {"parameters": _normalised(parameters), "completed": time.time()})
 
 
 def run_stage(timer: StageTimer, name: str, folder: Path, parameters: dict, build) -> bool:
@@ -217,7 +215,7 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
             print(f"  {stage}: {run_dir} was started with other parameters; starting afresh")
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomically(run_dir / STARTED_MARKER, {"parameters": _normalised(parameters)})
+        write_json_atomically(run_dir / STARTED_MARKER, {"parameters": _normalised(parameters)})
         with timer.stage("thread calibration"):
             choose_torch_threads(config, args.batch_size, args.torch_threads)
         torch.manual_seed(args.seed)
@@ -255,12 +253,6 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
 TRAINING_FLAGS = ("max_steps", "batch_size", "learning_rate", "lead_mask_prob", "mask_ratio", "duplicate_aware",
                   "losses", "seed", "eval_every")
 STARTED_MARKER = ".demo_started.json"
-
-
-def _write_atomically(path: Path, payload: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    os.replace(temporary, path)
 
 
 def _started_with(run_dir: Path) -> dict | None:
