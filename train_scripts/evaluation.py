@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cmelt.data.ecg_store import write_atomically
+
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
 
@@ -178,12 +180,8 @@ def write_rows(path, rows: Iterable[Mapping]) -> Path:
         validate_row(row)
     identities = {tuple(json.dumps(row[key]) for key in ROW_IDENTITY) for row in rows}
     kept = [row for row in existing if tuple(json.dumps(row[key]) for key in ROW_IDENTITY) not in identities]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(
-        json.dumps({"schema": RESULTS_SCHEMA, "results": kept + rows}, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
-    os.replace(temporary, path)
+    text = json.dumps({"schema": RESULTS_SCHEMA, "results": kept + rows}, indent=2, allow_nan=False) + "\n"
+    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
     return path
 
 
