@@ -16,7 +16,7 @@ from fixtures_downstream import sine_twelve_leads, write_cpsc_original_tree
 from cmelt.data.ecg_store import ECG_FEATURE, LEAD_MASK_FEATURE, encode_ecg
 from cmelt.data.labels import label_codes
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
-from cmelt.train_scripts import domain_transfer, finetune, linear_probe, zero_shot
+from cmelt.train_scripts import domain_transfer, finetune, linear_probe, scoring, zero_shot
 from cmelt.train_scripts.datasets_registry import infer_label_set, load_evaluation_data
 from cmelt.train_scripts.evaluation import read_rows
 
@@ -73,6 +73,21 @@ def test_zero_shot_bad_descriptions_file(model_folder, dataset_path, tmp_path):
     bad.write_text(json.dumps({"AFIB": 3}))
     with pytest.raises(ValueError, match="code: text or"):
         zero_shot.main(common(model_folder, dataset_path, tmp_path) + ["--descriptions", str(bad)])
+
+
+def test_zero_shot_takes_training_arguments_flags(model_folder, dataset_path, tmp_path):
+    """Flags the script does not define go to `TrainingArguments`: bf16 autocast of the ECG pass moves the scores
+    a little (bf16 keeps 8 mantissa bits), not the ranking much; an unknown flag fails before anything loads."""
+    flags = common(model_folder, dataset_path, tmp_path / "fp32") + ["--no_figures", "--dataloader_num_workers", "0"]
+    full = zero_shot.main(flags)
+    flags = common(model_folder, dataset_path, tmp_path / "bf16") + ["--no_figures", "--bf16", "true",
+                                                                     "--per_device_eval_batch_size", "5"]
+    half = zero_shot.main(flags)
+    scores = [np.array(list(row["per_label"].values())) for row in (full, half)]
+    assert not np.array_equal(scores[0], scores[1])  # the flag reached the ECG pass
+    assert half["value"] == pytest.approx(full["value"], abs=0.1)
+    with pytest.raises(ValueError, match="--no_such_flag"):
+        zero_shot.main(common(model_folder, dataset_path, tmp_path) + ["--no_such_flag", "1"])
 
 
 # ------------------------------------------------------------------------------------------------ linear probe
@@ -145,7 +160,7 @@ def test_lead_subsets_zero_the_other_leads_and_mask_them():
                 assert not subset_values[:, index].any() and not subset_mask[:, index].any()
     # the collator applies the same subset to stored rows
     rows = [{"ecg": encode_ecg(np.full((12, 5000), 0.5)), "lead_mask": [True] * 12, "labels": [1.0] + [0.0] * 8}]
-    batch = finetune.CMELTFinetuneCollator(finetune.lead_keep_mask("P-2"))(rows)
+    batch = scoring.CMELTECGCollator(finetune.lead_keep_mask("P-2"))(rows)
     assert batch["input_values"][0, :2].eq(0.5).all() and not batch["input_values"][0, 2:].any()
     assert batch["lead_mask"][0].tolist() == [True, True] + [False] * 10
     with pytest.raises(ValueError, match="unknown lead set 'P-4'"):

@@ -1,5 +1,6 @@
 """The README's multi-process launch lines, run for real on CPU with 2 processes (gloo): pretraining with N3S
-from an empty cache, checkpoints, resume, the final save; a loss switched off under DDP; a 2-process fine-tune."""
+from an empty cache, checkpoints, resume, the final save; a loss switched off under DDP; a 2-process fine-tune;
+zero-shot and linear probe split over 2 processes (domain transfer shares their ECG pass)."""
 
 import json
 import os
@@ -133,3 +134,39 @@ def test_two_process_fine_tune_writes_once_and_saves_a_loadable_model(model_fold
     assert args.world_size == 2 and args.gradient_accumulation_steps == 2 and args.warmup_steps == 1
     model = AutoModelForAudioClassification.from_pretrained(output / "model", trust_remote_code=True)
     assert model.config.num_labels == len(row["per_label"]), result.stderr[-1000:]
+
+
+def evaluation_command(module: str, model_folder: Path, dataset_path: Path, output: Path, *extra: str) -> list[str]:
+    """An evaluation script's flags; 18 test rows in batches of 4 per process leave an uneven last batch."""
+    return [f"cmelt.train_scripts.{module}", "--model", str(model_folder), "--dataset_path", str(dataset_path),
+            "--output_dir", str(output), "--no_progress", "--no_figures", "--batch_size", "4",
+            "--dataloader_num_workers", "0", *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, extra", [
+    ("zero_shot", ["--baseline", "random", "--bootstrap_resamples", "50"]),
+    ("linear_probe", ["--epochs", "3", "--label_fraction", "0.5", "1.0", "--bootstrap_resamples", "50"]),
+])
+def test_two_process_evaluation_equals_one_process_and_writes_once(model_folder, dataset_path, tmp_path, module,  # noqa: F811
+                                                                   extra):
+    """The ECG passes are split over the processes (Trainer.predict) and gathered in row order: the launched
+    run's results equal a single process's, and only the main process writes them."""
+    import importlib
+
+    single_flags = evaluation_command(module, model_folder, dataset_path, tmp_path / "one", *extra, "--use_cpu", "true")
+    importlib.import_module(single_flags[0]).main(single_flags[1:])
+    launched = run([*LAUNCH, *CPU_2PROC, "-m", *evaluation_command(
+        module, model_folder, dataset_path, tmp_path / "two", *extra, "--use_cpu", "true")])
+    assert launched.stdout.count("results written to") == 1, launched.stdout[-2000:]
+    one = json.loads((tmp_path / "one" / "results.json").read_text())["results"]
+    two = json.loads((tmp_path / "two" / "results.json").read_text())["results"]
+    assert [row["details"]["ecg_pass_processes"] for row in one + two] == [1] * len(one) + [2] * len(two)
+    assert len(one) == len(two) >= 1
+    for first, second in zip(one, two):
+        assert first["n_test"] == second["n_test"] == 18
+        assert second["value"] == pytest.approx(first["value"], abs=1e-6)
+        for label, value in (first["per_label"] or {}).items():
+            assert second["per_label"][label] == pytest.approx(value, abs=1e-6, nan_ok=True), label
+        if first["baseline"] is not None:
+            assert second["baseline"]["value"] == pytest.approx(first["baseline"]["value"], abs=1e-6)

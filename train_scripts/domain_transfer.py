@@ -14,6 +14,7 @@ the metric is the macro AUROC over the mapped target classes present in the data
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -26,11 +27,11 @@ from cmelt.train_scripts.datasets_registry import (
     add_model_arguments,
     add_prompt_arguments,
     data_from_args,
-    device_from_args,
     require_split,
 )
 from cmelt.train_scripts.evaluation import (
     current_commit,
+    evaluation_training_arguments,
     load_metric,
     macro_auroc_row_fields,
     result_row,
@@ -39,9 +40,9 @@ from cmelt.train_scripts.evaluation import (
 )
 from cmelt.train_scripts.figures import save_evaluation_figures
 from cmelt.train_scripts.scoring import (
-    ecg_embeddings,
     labels_of,
     load_dual_encoder,
+    predict_ecg_features,
     random_baseline_scores,
     read_descriptions_file,
     zero_shot_scores,
@@ -73,7 +74,8 @@ def target_scores(source_scores: np.ndarray, source_labels: Sequence[str], mappi
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
+    """Flags the script does not define are `TrainingArguments` flags of the ECG pass (see `zero_shot.main`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
     add_dataset_arguments(parser)
@@ -81,12 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--source", required=True, help="source label set, e.g. ptbxl_super or cpsc2018")
     parser.add_argument("--eval_split", default="test", help="the split scored (default: test)")
     parser.add_argument("--descriptions", default=None, help="JSON {source code: text or [texts]} overriding single labels' prompts")
-    args = parser.parse_args(argv)
-    from cmelt.train_scripts.evaluation import is_main_process
-
-    if not is_main_process():
-        return None  # launched on several processes: the main one evaluates and writes, once
-
+    args, training_flags = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    training_args = evaluation_training_arguments(args, training_flags)  # fail before loading anything
     descriptions = read_descriptions_file(args.descriptions) if args.descriptions else None
     data = data_from_args(args)
     if data.task != CLASSIFICATION or data.label_set is None:
@@ -100,14 +98,15 @@ def main(argv: list[str] | None = None) -> dict:
     test = require_split(data, args.eval_split)
 
     torch.manual_seed(args.seed)
-    device = device_from_args(args)
-    model, tokenizer = load_dual_encoder(args.model, device)
+    model, tokenizer = load_dual_encoder(args.model)
     prompt_name = resolve_prompts(args.prompts, args.source, args.model)[1]
     texts = label_texts_for(source_labels, args.source, descriptions, folder=args.model, prompts=args.prompts)
-    embeddings = ecg_embeddings(model, test, args.batch_size, not args.no_progress)
-    source_scores = zero_shot_scores(model, tokenizer, test, texts, args.batch_size, False, embeddings)
+    embeddings = predict_ecg_features(model, {"test": test}, training_args)["test"]
+    source_scores = zero_shot_scores(model, tokenizer, test, texts, embeddings=embeddings)
     scores = target_scores(source_scores, source_labels, mapping)
-    baseline_source = random_baseline_scores(args.model, tokenizer, device, test, texts, args)
+    baseline_source = random_baseline_scores(args.model, tokenizer, test, texts, args, training_args)
+    if training_args.process_index != 0:
+        return None  # the ECG passes were shared; the main process writes the results and figures, once
     baseline_scores = None if baseline_source is None else target_scores(baseline_source, source_labels, mapping)
     references = labels_of(test)[:, [data.codes.index(code) for code in mapping]]
     result = load_metric("macro_auroc").compute(references=references, predictions=scores, label_names=list(mapping))
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
             "eval_split": args.eval_split, "source_label_set": args.source, "target_dataset": data.name,
             "target_label_set": data.label_set, "mapping": mapping, "target_score": TARGET_SCORE_RULE,
             "mapped_classes_absent_from_dataset": absent, "classes_without_both_values": result["skipped_classes"],
-            "figures": figures,
+            "figures": figures, "ecg_pass_processes": training_args.world_size,
         },
     )
     write_and_print_rows(args.output_dir, [row])

@@ -15,12 +15,16 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cmelt.data.ecg_store import write_atomically
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
@@ -234,11 +238,48 @@ def describe_row(row: Mapping) -> str:
     return text
 
 
-def is_main_process() -> bool:
-    """True outside a multi-process launch, and on global rank 0 inside one (accelerate launch / torchrun set
-    RANK). The zero-shot, linear-probe and domain-transfer scripts evaluate on the main process only (the test sets
-    are small); the other processes return at once, so results and figures are written once."""
-    return int(os.environ.get("RANK", "0")) == 0
+def training_arguments_from_flags(flags: Sequence[str], **defaults) -> "TrainingArguments":
+    """`TrainingArguments` with a script's `defaults`, overridden by the `TrainingArguments` flags in `flags`
+    (`HfArgumentParser`); an unknown or malformed flag fails here, before anything is loaded."""
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser(TrainingArguments)
+    parser.set_defaults(**defaults)
+    (training_args,) = parser.parse_args_into_dataclasses(args=list(flags))
+    return training_args
+
+
+def runs_on_cpu(device: str | None) -> bool:
+    """`use_cpu` for `TrainingArguments`: `--device cpu`, or no accelerator on this machine (then `--bf16 true`
+    means CPU autocast instead of transformers' "Your setup doesn't support bf16/gpu")."""
+    import torch
+
+    return device == "cpu" or (device is None and not torch.accelerator.is_available())
+
+
+def evaluation_training_arguments(args, flags: Sequence[str]) -> "TrainingArguments":
+    """The `TrainingArguments` of an evaluation script's ECG passes (zero-shot, linear probe, domain transfer):
+    `--batch_size` ECGs per device, the script's seed, no reporting, the CPU with `--device cpu`; any
+    `TrainingArguments` flag left in `flags` overrides them (`--bf16 true`, `--per_device_eval_batch_size 256`,
+    `--dataloader_num_workers 8`, `--report_to tensorboard`, `--fsdp ...`, `--deepspeed ds.json`). Under
+    `accelerate launch` / `torchrun` the passes are split over the processes (`Trainer.predict`)."""
+    import torch
+
+    if args.device not in (None, "cpu", "cuda"):
+        raise ValueError(f"--device must be 'cpu' or 'cuda' (choose GPUs with CUDA_VISIBLE_DEVICES or accelerate "
+                         f"launch), got {args.device!r}")
+    return training_arguments_from_flags(
+        flags,
+        output_dir=str(Path(args.output_dir) / "trainer"),
+        per_device_eval_batch_size=args.batch_size,
+        seed=args.seed,
+        report_to="none",
+        disable_tqdm=args.no_progress,
+        remove_unused_columns=False,  # the collator reads the stored `ecg` column
+        dataloader_num_workers=2,  # decoding int16 rows is light; two workers keep a GPU fed
+        dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=runs_on_cpu(args.device),
+    )
 
 
 def write_and_print_rows(output_dir, rows: list[dict]) -> Path:

@@ -12,9 +12,12 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from transformers.utils import logging
 
 from cmelt.data.ecg_store import decode_ecg
 from modeling_cmelt.reading_cmelt import CANONICAL_LEADS
+
+logger = logging.get_logger(__name__)
 
 ECG_SAMPLING_RATE = 500
 PAPER_SPEED_MM_PER_S = 25.0
@@ -263,7 +266,7 @@ def save_evaluation_figures(
                 references[:, scorable], scores[:, scorable], [codes[c] for c in scorable], output_dir / f"{prefix}_roc.png"
             ))
         else:
-            print(f"figures: no ROC curves for {prefix}: no label has both positives and negatives")
+            logger.warning(f"figures: no ROC curves for {prefix}: no label has both positives and negatives")
     if embeddings is not None:
         if len(embeddings) >= 4:
             rows = np.arange(len(embeddings))
@@ -275,7 +278,7 @@ def save_evaluation_figures(
                 np.asarray(embeddings)[rows], colours, names, output_dir / f"{prefix}_tsne.png", seed=seed
             ))
         else:
-            print(f"figures: no t-SNE for {prefix}: {len(embeddings)} rows (at least 4 needed)")
+            logger.warning(f"figures: no t-SNE for {prefix}: {len(embeddings)} rows (at least 4 needed)")
     if len(dataset):
         index = example_row(references)
         row = dataset.with_format("numpy", columns=["ecg", "lead_mask"])[index]

@@ -34,9 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
-from cmelt.data.ecg_store import ecg_batch_tensor
 from cmelt.data.leads import add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names
 from cmelt.train_scripts.datasets_registry import (
     CLASSIFICATION,
@@ -54,36 +53,18 @@ from cmelt.train_scripts.evaluation import (
     macro_auroc_row_fields,
     random_init_like,
     result_row,
+    runs_on_cpu,
     task_and_dataset,
+    training_arguments_from_flags,
     write_and_print_rows,
 )
 from cmelt.train_scripts.figures import save_evaluation_figures
-from cmelt.train_scripts.scoring import encoder_features, labels_of
+from cmelt.train_scripts.scoring import CMELTECGCollator, encoder_features, labels_of
 
 LEARNING_RATES = {CLASSIFICATION: 5e-5, IDENTIFICATION: 1e-4}
 CINC_LABEL_SET = "physionet2021"
 SIGMOID_THRESHOLD = 0.5
 ROW_METRIC_NAMES = {"macro_auroc": "macro_auroc", "challenge_score": "cinc2021_score", "accuracy": "accuracy"}
-
-
-class CMELTFinetuneCollator:
-    """Rows (`ecg` int16 uV, `lead_mask`, label column) -> `input_values` mV, `lead_mask`, `labels`, with the lead
-    subset applied. `label_column`: "labels" (multi-hot float) or "identity" (class index)."""
-
-    def __init__(self, keep: np.ndarray, label_column: str = "labels"):
-        self.keep = np.asarray(keep, dtype=bool)
-        self.label_column = label_column
-
-    def __call__(self, rows: list[dict]) -> dict:
-        input_values = ecg_batch_tensor([row["ecg"] for row in rows])
-        lead_mask = torch.from_numpy(np.stack([np.asarray(row["lead_mask"], dtype=bool) for row in rows]))
-        input_values, lead_mask = apply_lead_subset(input_values, lead_mask, self.keep)
-        batch = {"input_values": input_values, "lead_mask": lead_mask}
-        if self.label_column == "labels":
-            batch["labels"] = torch.from_numpy(np.stack([np.asarray(row["labels"], dtype=np.float32) for row in rows]))
-        else:
-            batch["labels"] = torch.tensor([int(row[self.label_column]) for row in rows], dtype=torch.long)
-        return batch
 
 
 def classification_metrics(logits: np.ndarray, references: np.ndarray, codes: list[str], label_set: str | None) -> dict:
@@ -187,8 +168,8 @@ def protocol_training_arguments(args, run_name: str, metric_name: str = "loss", 
                                 identification: bool = False) -> TrainingArguments:
     """The paper's protocol as `TrainingArguments` defaults (epoch-wise evaluation, best-validation checkpoint,
     the script's batch / lr / seed flags), overridden by any `TrainingArguments` flag left in `args.training_flags`."""
-    parser = HfArgumentParser(TrainingArguments)
-    parser.set_defaults(
+    training_args = training_arguments_from_flags(
+        args.training_flags,
         output_dir=str(Path(args.output_dir) / "checkpoints" / run_name),
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.train_batch_size,
@@ -210,9 +191,8 @@ def protocol_training_arguments(args, run_name: str, metric_name: str = "loss", 
         disable_tqdm=args.no_progress,
         dataloader_num_workers=args.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
-        use_cpu=args.device == "cpu",
+        use_cpu=runs_on_cpu(args.device),
     )
-    (training_args,) = parser.parse_args_into_dataclasses(args=list(args.training_flags))
     if identification and training_args.world_size > 1:
         raise ValueError("patient identification fine-tuning evaluates gallery / probe matching in one process; "
                          "run it without accelerate launch / torchrun")
@@ -230,7 +210,7 @@ def fine_tune_and_test(model, run_name: str, args, data, splits: dict, keep: np.
     metric_name = "accuracy" if identification else ("challenge_score" if data.label_set == CINC_LABEL_SET else "macro_auroc")
     learning_rate = args.learning_rate if args.learning_rate is not None else LEARNING_RATES[data.task]
     training_args = protocol_training_arguments(args, run_name, metric_name, learning_rate, identification)
-    collator = CMELTFinetuneCollator(keep, "identity" if identification else "labels")
+    collator = CMELTECGCollator(keep, "identity" if identification else "labels")
     if identification:
         trainer = CMELTIdentificationTrainer(
             model=model, args=training_args, train_dataset=train.with_format("numpy", columns=columns),

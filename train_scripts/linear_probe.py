@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,19 +25,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cmelt.data.leads import add_leads_argument, apply_lead_subset, lead_keep_mask, lead_names
+from cmelt.data.leads import add_leads_argument, lead_keep_mask, lead_names
 from cmelt.data.splits import label_fraction_subsample
 from cmelt.train_scripts.datasets_registry import (
     CLASSIFICATION,
     add_dataset_arguments,
     add_model_arguments,
     data_from_args,
-    device_from_args,
     require_split,
 )
 from cmelt.train_scripts.evaluation import load_metric
 from cmelt.train_scripts.figures import save_evaluation_figures
-from cmelt.train_scripts.scoring import encoder_features, labels_of
+from cmelt.train_scripts.scoring import labels_of, predict_ecg_features
 
 SELECTION_NOTE = (
     "test macro AUROC at the epoch of best validation macro AUROC (earliest on ties); not the maximum of test "
@@ -52,7 +51,7 @@ def check_label_fraction(fraction: float) -> float:
     return float(fraction)
 
 
-def load_probe_model(folder, codes: Sequence[str], device):
+def load_probe_model(folder, codes: Sequence[str]):
     """`CMELTForECGClassification` with a fresh multi-label head over `codes` and a frozen encoder."""
     from modeling_cmelt import CMELTForECGClassification
 
@@ -64,7 +63,7 @@ def load_probe_model(folder, codes: Sequence[str], device):
         label2id={code: index for index, code in enumerate(codes)},
     )
     model.freeze_ecg_encoder()
-    return model.to(device).eval()
+    return model.eval()
 
 
 def select_best_epoch(history: Sequence[dict], key: str = "validation_macro_auroc") -> int:
@@ -208,32 +207,35 @@ def run_probe(protocol: str, initial_head, features, references, rows, codes, ar
 PROTOCOL_NAMES = {"paper": "linear-probe", "logreg": "linear-probe-logreg"}
 
 
-def probe_features(folder, codes, device, splits, args, keep=None, seed: int | None = None):
+def probe_features(folder, codes, splits, args, training_args, keep=None, seed: int | None = None):
     """(probe model, its initial head on CPU, encoder features per split): the checkpoint's, or with `seed` the
     same architecture with seeded random weights (the `--baseline random` encoder). `keep`: the leads to keep
-    (`data.leads.lead_keep_mask`); the others are zeroed and masked."""
+    (`data.leads.lead_keep_mask`); the others are zeroed and masked. The features come from
+    `predict_ecg_features` (split over the processes of a multi-process launch)."""
     from modeling_cmelt import CMELTForECGClassification
     from cmelt.train_scripts.evaluation import random_init_like
 
     if seed is None:
-        model = load_probe_model(folder, codes, device)
+        model = load_probe_model(folder, codes)
     else:
         model = random_init_like(
             CMELTForECGClassification, folder, seed, num_labels=len(codes), problem_type="multi_label_classification",
             id2label=dict(enumerate(codes)), label2id={code: index for index, code in enumerate(codes)},
         )
         model.freeze_ecg_encoder()
-        model = model.to(device).eval()
     initial_head = copy.deepcopy(model.classifier).cpu()
-    subset = functools.partial(apply_lead_subset, keep=keep) if keep is not None else None
-    features = {
-        split: encoder_features(model, rows, args.batch_size, not args.no_progress, subset) for split, rows in splits.items()
-    }
+    features = predict_ecg_features(model, splits, training_args, keep, projected=False)
     return model, initial_head, features
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    from cmelt.train_scripts.evaluation import current_commit, macro_auroc_row_fields, result_row, task_and_dataset, write_and_print_rows
+def main(argv: list[str] | None = None) -> list[dict] | None:
+    """Flags the script does not define are `TrainingArguments` flags of the encoder passes (`--bf16 true`,
+    `--per_device_eval_batch_size`, `--dataloader_num_workers`, ...); under `accelerate launch` / `torchrun` the
+    passes are split over the processes, and the main process trains the heads and writes (the others return None)."""
+    from cmelt.train_scripts.evaluation import (
+        current_commit, evaluation_training_arguments, macro_auroc_row_fields, result_row, task_and_dataset,
+        write_and_print_rows,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
@@ -248,13 +250,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--train_batch_size", type=int, default=128, help="batch of the linear head (paper: 128)")
     parser.add_argument("--save_model", action="store_true", help="save each paper-protocol probe to output_dir/model_<fraction>")
     add_leads_argument(parser)
-    args = parser.parse_args(argv)
-    from cmelt.train_scripts.evaluation import is_main_process
-
-    if not is_main_process():
-        return None  # launched on several processes: the main one evaluates and writes, once
+    args, training_flags = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    training_args = evaluation_training_arguments(args, training_flags)  # fail before loading anything
     fractions = [check_label_fraction(value) for value in args.label_fraction]
-    keep = lead_keep_mask(args.leads)  # fail before loading anything
+    keep = lead_keep_mask(args.leads)
     if args.epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
 
@@ -263,9 +262,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise ValueError(f"linear probing needs a labelled dataset; {data.name!r} is {data.task}")
     splits = {split: require_split(data, split) for split in ("train", "validation", "test")}
     torch.manual_seed(args.seed)
-    device = device_from_args(args)
-    model, initial_head, features = probe_features(args.model, data.codes, device, splits, args, keep=keep)
-    baseline = probe_features(args.model, data.codes, device, splits, args, keep=keep, seed=args.seed) if args.baseline == "random" else None
+    model, initial_head, features = probe_features(args.model, data.codes, splits, args, training_args, keep)
+    baseline = None
+    if args.baseline == "random":
+        baseline = probe_features(args.model, data.codes, splits, args, training_args, keep, seed=args.seed)
+    if training_args.process_index != 0:
+        return None  # the encoder passes were shared; the main process trains the small heads and writes, once
     references = {split: labels_of(rows) for split, rows in splits.items()}
     train_rows = splits["train"].remove_columns(
         [c for c in splits["train"].column_names if c != "labels"]
@@ -304,7 +306,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 commit=current_commit(),
                 **macro_auroc_row_fields(references["test"], test_scores, baseline_scores, args.seed, args.bootstrap_resamples),
                 details={**details, "train_records": len(rows), "label_set": data.label_set, "figures": figures,
-                         "lead_set": args.leads, "leads": list(lead_names(args.leads))},
+                         "lead_set": args.leads, "leads": list(lead_names(args.leads)),
+                         "ecg_pass_processes": training_args.world_size},
             ))
     write_and_print_rows(output_dir, rows_written)
     return rows_written

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, Trainer
 
 from cmelt.data.ecg_store import ecg_batch_tensor
 from cmelt.data.leads import apply_lead_subset
@@ -107,6 +107,62 @@ def encoder_features(model, dataset, batch_size: int = 64, progress: bool = True
     return torch.cat(features)
 
 
+ECG_COLUMNS = ["ecg", "lead_mask"]
+
+
+class CMELTECGCollator:
+    """Rows (`ecg` int16 uV, `lead_mask`, optional label column) -> `input_values` mV, `lead_mask` and, with
+    `label_column`, `labels`; the lead subset `keep` applied. `label_column`: None (no labels), "labels"
+    (multi-hot float) or "identity" (class index)."""
+
+    def __init__(self, keep=None, label_column: str | None = None):
+        self.keep = None if keep is None else np.asarray(keep, dtype=bool)
+        self.label_column = label_column
+
+    def __call__(self, rows: list[dict]) -> dict:
+        input_values = ecg_batch_tensor([row["ecg"] for row in rows])
+        lead_mask = torch.from_numpy(np.stack([np.asarray(row["lead_mask"], dtype=bool) for row in rows]))
+        if self.keep is not None:
+            input_values, lead_mask = apply_lead_subset(input_values, lead_mask, self.keep)
+        batch = {"input_values": input_values, "lead_mask": lead_mask}
+        if self.label_column == "labels":
+            batch["labels"] = torch.from_numpy(np.stack([np.asarray(row["labels"], dtype=np.float32) for row in rows]))
+        elif self.label_column is not None:
+            batch["labels"] = torch.tensor([int(row[self.label_column]) for row in rows], dtype=torch.long)
+        return batch
+
+
+class CMELTPooledECG(torch.nn.Module):
+    """A model's pooled ECG output as a `Trainer.predict` target: `forward(input_values, lead_mask)` returns
+    {"features": (batch, dim) float32}. `projected`: the dual encoder's zero-shot embeddings
+    (`get_ecg_features`); otherwise the ECG encoder's pooled output (a classifier's input)."""
+
+    def __init__(self, model, projected: bool):
+        super().__init__()
+        self.model = model
+        self.projected = projected
+
+    def forward(self, input_values: torch.Tensor, lead_mask: torch.Tensor | None = None) -> dict:
+        if self.projected:
+            pooled = self.model.get_ecg_features(input_values, lead_mask=lead_mask).pooler_output
+        else:
+            pooled = self.model.ecg_model(input_values, lead_mask=lead_mask).pooler_output
+        return {"features": pooled.float()}
+
+
+def predict_ecg_features(model, splits: Mapping, training_args, keep=None, projected: bool = True) -> dict:
+    """{split: (rows, dim) float32 tensor} of pooled ECG outputs (see `CMELTPooledECG`) for each dataset in
+    `splits`, in row order, through `Trainer.predict`: split over the processes of a multi-process launch and
+    gathered on each, under the arguments' precision (`--bf16 true`) and loader settings. `model` is left in eval
+    mode on the arguments' device."""
+    trainer = Trainer(model=CMELTPooledECG(model, projected).eval(), args=training_args,
+                      data_collator=CMELTECGCollator(keep))
+    return {
+        split: torch.from_numpy(trainer.predict(rows.with_format("numpy", columns=ECG_COLUMNS)).predictions).float()
+        for split, rows in splits.items()
+    }
+
+
 def labels_of(dataset) -> np.ndarray:
     """The dataset's multi-hot `labels` column as a float32 (rows, labels) matrix."""
     return np.asarray(dataset.with_format("numpy")["labels"], dtype=np.float32)
@@ -126,17 +182,19 @@ def read_descriptions_file(path) -> dict[str, list[str]]:
     return document
 
 
-def load_dual_encoder(folder, device):
-    """The dual encoder (`CMELTModel`) and tokenizer of a saved model folder, in eval mode on `device`."""
-    model = CMELTModel.from_pretrained(folder).to(device).eval()
+def load_dual_encoder(folder, device=None):
+    """The dual encoder (`CMELTModel`) and tokenizer of a saved model folder, in eval mode, on `device` (None: where
+    it loads; `predict_ecg_features` then places it)."""
+    model = CMELTModel.from_pretrained(folder).eval()
+    model = model if device is None else model.to(device)
     return model, AutoTokenizer.from_pretrained(folder)
 
 
-def random_baseline_scores(model_folder, tokenizer, device, test, texts, args, keep=None) -> np.ndarray | None:
+def random_baseline_scores(model_folder, tokenizer, test, texts, args, training_args, keep=None) -> np.ndarray | None:
     """With `--baseline random`: zero-shot scores of the same architecture with seeded random weights (else None),
-    on the same lead subset `keep`."""
+    on the same lead subset `keep`, its ECG pass run like the model's (`predict_ecg_features`)."""
     if args.baseline != "random":
         return None
-    baseline = random_init_like(CMELTModel, model_folder, args.seed).to(device).eval()
-    embeddings = ecg_embeddings(baseline, test, args.batch_size, not args.no_progress, keep)
+    baseline = random_init_like(CMELTModel, model_folder, args.seed)
+    embeddings = predict_ecg_features(baseline, {"test": test}, training_args, keep)["test"]
     return zero_shot_scores(baseline, tokenizer, test, texts, args.batch_size, embeddings=embeddings)

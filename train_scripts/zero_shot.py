@@ -9,6 +9,7 @@ the command line only.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
@@ -19,12 +20,11 @@ from cmelt.train_scripts.datasets_registry import (
     add_model_arguments,
     add_prompt_arguments,
     data_from_args,
-    device_from_args,
     require_split,
 )
 from cmelt.train_scripts.evaluation import (
     current_commit,
-    is_main_process,
+    evaluation_training_arguments,
     macro_auroc_row_fields,
     result_row,
     task_and_dataset,
@@ -32,19 +32,21 @@ from cmelt.train_scripts.evaluation import (
 )
 from cmelt.train_scripts.figures import save_evaluation_figures
 from cmelt.train_scripts.scoring import (
-    ecg_embeddings,
     evaluate_zero_shot,
     labels_of,
     load_dual_encoder,
+    predict_ecg_features,
     random_baseline_scores,
     read_descriptions_file,
 )
 from modeling_cmelt.pipeline_cmelt import label_texts_for, resolve_prompts
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     """Zero-shot macro AUROC of a model on a dataset's test split (CI, optional random-init baseline); writes
-    results.json ("cmelt-results/1") and figures."""
+    results.json ("cmelt-results/1") and figures. Flags the script does not define are `TrainingArguments` flags
+    (`--bf16 true`, `--per_device_eval_batch_size`, `--report_to`, ...); under `accelerate launch` / `torchrun` the
+    ECG pass is split over the processes and the main process writes (the others return None)."""
     parser = argparse.ArgumentParser(description="Zero-shot evaluation: prompts of the dataset's labels, macro AUROC.")
     add_model_arguments(parser)
     add_dataset_arguments(parser)
@@ -53,10 +55,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--descriptions", default=None, help="JSON {code: text or [texts]} overriding single labels' prompts")
     parser.add_argument("--hypothesis_template", default="{}", help="format applied to every prompt, e.g. 'ECG: {}'")
     add_leads_argument(parser)
-    args = parser.parse_args(argv)
-    if not is_main_process():
-        return None  # launched on several processes: the main one evaluates and writes, once
-    keep = lead_keep_mask(args.leads)  # fail before loading anything
+    args, training_flags = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    training_args = evaluation_training_arguments(args, training_flags)  # fail before loading anything
+    keep = lead_keep_mask(args.leads)
 
     descriptions = read_descriptions_file(args.descriptions) if args.descriptions else None
     data = data_from_args(args)
@@ -64,16 +65,17 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"zero-shot needs a labelled dataset; {data.name!r} is {data.task}")
     test = require_split(data, args.eval_split)
     torch.manual_seed(args.seed)
-    model, tokenizer = load_dual_encoder(args.model, device_from_args(args))
+    model, tokenizer = load_dual_encoder(args.model)
     prompt_name = resolve_prompts(args.prompts, data.label_set, args.model)[1]
     texts = label_texts_for(
         data.codes, data.label_set, descriptions, args.hypothesis_template, folder=args.model, prompts=args.prompts
     )
-    progress = not args.no_progress
-    embeddings = ecg_embeddings(model, test, args.batch_size, progress, keep)
-    result = evaluate_zero_shot(model, tokenizer, test, texts, data.codes, args.batch_size, progress, embeddings)
+    embeddings = predict_ecg_features(model, {"test": test}, training_args, keep)["test"]
+    result = evaluate_zero_shot(model, tokenizer, test, texts, data.codes, embeddings=embeddings)
     scores = result["scores"]
-    baseline_scores = random_baseline_scores(args.model, tokenizer, model.device, test, texts, args, keep)
+    baseline_scores = random_baseline_scores(args.model, tokenizer, test, texts, args, training_args, keep)
+    if training_args.process_index != 0:
+        return None  # the main process writes the results and figures, once
 
     references = labels_of(test)
     figures = {} if args.no_figures else save_evaluation_figures(
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
         **macro_auroc_row_fields(references, scores, baseline_scores, args.seed, args.bootstrap_resamples),
         details={"eval_split": args.eval_split, "label_set": data.label_set, "figures": figures,
                  "lead_set": args.leads, "leads": list(lead_names(args.leads)),
-                 "classes_without_both_values": result["skipped_classes"]},
+                 "classes_without_both_values": result["skipped_classes"],
+                 "ecg_pass_processes": training_args.world_size},
     )
     write_and_print_rows(args.output_dir, [row])
     return row
