@@ -174,6 +174,9 @@ def test_out_of_generator_check_scores_a_model_and_says_when_real_records_are_ab
     assert set(summary["by_source"]) == {"ECGSYN"} and "not found" in summary["note"]
     assert summary["pooled"]["n"] == 12 and 0.0 <= summary["pooled"]["macro_auroc"] <= 1.0
     assert check["scores"].shape == (12, 3) and np.isfinite(check["scores"]).all()
+    # mutually exclusive classes: one of three per ECG (softmax); the sigmoid figure is reported beside it
+    np.testing.assert_allclose(check["scores"].sum(axis=1), 1.0, rtol=1e-5)
+    assert 0.0 <= summary["pooled_independent_sigmoid"]["macro_auroc"] <= 1.0 and "softmax" in summary["scoring"]
     assert "ECGSYN" in format_out_of_generator(check, 0.9)
 
 

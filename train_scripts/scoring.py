@@ -53,16 +53,17 @@ def ecg_embeddings(model, dataset, batch_size: int = 64, progress: bool = True, 
 @torch.no_grad()
 def zero_shot_scores(
     model, tokenizer, dataset, label_texts: Mapping[str, Sequence[str]], batch_size: int = 64, progress: bool = True,
-    embeddings: torch.Tensor | None = None,
+    embeddings: torch.Tensor | None = None, multi_label: bool = True,
 ) -> np.ndarray:
-    """(len(dataset), len(label_texts)) sigmoid scores, columns in the order of `label_texts`.
+    """(len(dataset), len(label_texts)) scores, columns in the order of `label_texts`: independent sigmoids, or with
+    `multi_label=False` a softmax over the labels (mutually exclusive classes; the pipeline's `multi_label`).
 
     `embeddings`: the dataset's `ecg_embeddings`, when already computed (then the ECG tower is not run again)."""
     label_embeds = encode_label_texts(model, tokenizer, label_texts).float().cpu()
     if embeddings is None:
         embeddings = ecg_embeddings(model, dataset, batch_size, progress)
     logits = zero_shot_logits(model, embeddings.float().cpu(), label_embeds)
-    return logits.sigmoid().numpy()
+    return (logits.sigmoid() if multi_label else logits.softmax(dim=-1)).numpy()
 
 
 def evaluate_zero_shot(
