@@ -170,6 +170,9 @@ class CMELTConfig(PreTrainedConfig):
             dense -> tanh -> a separate Linear to `projection_dim`.
         siglep_clean_text (`bool`): compute Siglep's text embedding from the report *before* MLM masking (the text
             that zero-shot scores is never masked); the masked report still feeds fusion and MLM.
+        siglep_clean_ecg (`bool`): compute Siglep's ECG embedding from every token, not only those MEM keeps (the
+            ECG that zero-shot scores is never masked; a dropped token can hold the one beat a report names); the
+            conv features are shared, the transformer runs a second time. The masked ECG still feeds fusion and MEM.
         text_cleaning (`str`): how label prompts are normalised before zero-shot scoring: "report" (`clean_report`,
             as the pretraining reports) or "lowercase" (lower case only, as the reference code's zero-shot).
         etm_head (`str`): "binary" = Linear(2 * fusion width, 1) + BCE; "two_class" = Linear(2 * fusion width, 2)
@@ -223,6 +226,7 @@ class CMELTConfig(PreTrainedConfig):
     projection_dim: int | None = None
     siglep_head: Literal["fusion_projection", "pool_project"] = "fusion_projection"
     siglep_clean_text: bool = True
+    siglep_clean_ecg: bool = False
     text_cleaning: Literal["report", "lowercase"] = "report"
     etm_head: Literal["binary", "two_class"] = "two_class"
     text_pooling: Literal["first", "mean"] = "first"

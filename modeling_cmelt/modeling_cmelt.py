@@ -374,12 +374,23 @@ class CMELTECGModel(CMELTPreTrainedModel):
         mask_ratio: fraction of tokens to drop (pretraining's MEM); 0 at inference.
         noise: (batch, num_tokens) values whose argsort decides which tokens are dropped (tests, reproducibility).
         """
+        return self.encode(self.embed(input_values, lead_mask), mask_ratio, noise, output_hidden_states)
+
+    def embed(self, input_values: torch.Tensor, lead_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, num_tokens, hidden_size) token embeddings: conv stack, projection and positions, before masking
+        and the transformer (pretraining encodes them twice with `siglep_clean_ecg`: masked and whole)."""
         check_ecg_input(input_values, self.config, lead_mask)
         if lead_mask is not None:
             input_values = input_values * lead_mask.to(input_values.dtype).unsqueeze(-1)
         features = self.feature_encoder(input_values).transpose(1, 2)
         hidden_states = self.feature_projection(features)
-        hidden_states = hidden_states + self.pos_conv_embed(hidden_states)
+        return hidden_states + self.pos_conv_embed(hidden_states)
+
+    def encode(
+        self, hidden_states: torch.Tensor, mask_ratio: float = 0.0, noise: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> CMELTECGModelOutput:
+        """The transformer over `embed`'s tokens, after dropping `mask_ratio` of them (MEM)."""
         token_mask = ids_restore = None
         if mask_ratio > 0:
             hidden_states, token_mask, ids_restore = self.random_masking(hidden_states, mask_ratio, noise)
@@ -624,12 +635,16 @@ class CMELTForPreTraining(CMELTModel):
             raise ValueError("siglep_duplicate_aware needs ecg_report_ids and text_report_ids (batch,)")
 
         mask_ratio = config.mem_mask_ratio if config.use_mem else 0.0
-        ecg_output = self.ecg_model(input_values, lead_mask=lead_mask, mask_ratio=mask_ratio, noise=noise)
+        ecg_tokens = self.ecg_model.embed(input_values, lead_mask)
+        ecg_output = self.ecg_model.encode(ecg_tokens, mask_ratio, noise)
         text_output, attention_mask = self.encode_text(input_ids, attention_mask)
         losses, outputs = {}, {}
 
         if config.use_siglep:
-            ecg_embeds = self._project(ecg_output.pooler_output, self.ecg_pooler, self.ecg_projection)
+            ecg_pooled = ecg_output.pooler_output
+            if config.siglep_clean_ecg and mask_ratio > 0:
+                ecg_pooled = self.ecg_model.encode(ecg_tokens).pooler_output
+            ecg_embeds = self._project(ecg_pooled, self.ecg_pooler, self.ecg_projection)
             text_states = self._siglep_text_states(input_ids, attention_mask, labels, text_output.last_hidden_state)
             text_pooled = pool_sequence(text_states, attention_mask, config.text_pooling)
             text_embeds = self._project(text_pooled, self.text_pooler, self.text_projection)

@@ -76,6 +76,25 @@ def test_siglep_on_masked_text_when_switched_off():
     assert not torch.allclose(model(**batch, noise=noise).logits_per_ecg, model(**{**batch, "input_ids": masked}, noise=noise).logits_per_ecg)
 
 
+@pytest.mark.parametrize("clean_ecg", [True, False])
+def test_siglep_ecg_sees_every_token_with_siglep_clean_ecg(clean_ecg):
+    """With `siglep_clean_ecg` Siglep scores the whole ECG (the zero-shot embedding), whatever MEM drops; MEM and
+    fusion still see the masked ECG. Off, Siglep's ECG embedding follows the MEM draw."""
+    config = CMELTConfig.from_preset("tiny", siglep_clean_ecg=clean_ecg, mem_mask_ratio=0.5)
+    torch.manual_seed(0)
+    model = CMELTForPreTraining(config).eval()
+    batch = make_batch(config)
+    first = model(**batch, noise=torch.rand(4, config.ecg_config.num_tokens))
+    second = model(**batch, noise=torch.rand(4, config.ecg_config.num_tokens))
+    assert not torch.allclose(first.loss_mem, second.loss_mem)
+    assert torch.allclose(first.logits_per_ecg, second.logits_per_ecg) == clean_ecg
+    if clean_ecg:
+        text = model.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
+        ecg = model.get_ecg_features(batch["input_values"], batch["lead_mask"]).pooler_output
+        scale, bias = model.logit_scale_and_bias()
+        torch.testing.assert_close(first.logits_per_ecg, ecg @ text.t() * scale + bias)
+
+
 def test_reference_head_shares_the_fusion_input_projection():
     config = CMELTConfig.from_preset("tiny", siglep_head="fusion_projection", projection_dim=None, etm_head="two_class")
     model = CMELTForPreTraining(config)
