@@ -113,17 +113,3 @@ def test_accelerate_and_deepspeed_configs_are_consistent():
         assert deepspeed["zero_optimization"]["stage"] == stage
     assert json.loads((configs / "deepspeed" / "zero3.json").read_text())["zero_optimization"][
         "stage3_gather_16bit_weights_on_model_save"]  # the final save_model writes full weights
-
-
-@pytest.mark.parametrize("script", ["zero_shot", "linear_probe", "domain_transfer"])
-def test_evaluation_scripts_write_on_the_main_process_only(script, tmp_path, monkeypatch):
-    import importlib
-
-    module = importlib.import_module(f"train_scripts.{script}")
-    monkeypatch.setenv("RANK", "1")  # a non-main process of accelerate launch / torchrun
-    arguments = ["--model", str(tmp_path / "absent"), "--dataset_path", str(tmp_path / "absent"),
-                 "--output_dir", str(tmp_path / "out")]
-    if script == "domain_transfer":
-        arguments += ["--source", "cpsc2018"]
-    assert module.main(arguments) is None
-    assert not (tmp_path / "out").exists()
