@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="outputs/cmelt-demo", help="everything the demo writes")
     parser.add_argument("--num_subjects", type=int, default=3000, help="synthetic patients (1-4 ECGs each)")
-    parser.add_argument("--max_steps", type=int, default=400, help="optimisation steps per model")
+    parser.add_argument("--max_steps", type=int, default=500, help="optimisation steps per model")
     parser.add_argument("--batch_size", type=int, default=64, help="ECG-report pairs per step")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate (tri-stage)")
     parser.add_argument("--n3s_k", type=int, default=64, help="N3S candidates per report")
