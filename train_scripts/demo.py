@@ -54,6 +54,7 @@ VARIANTS = {
     # design comparisons behind the demo preset's choices (README, "The model")
     "reference-head": {"config": {"siglep_head": "fusion_projection", "projection_dim": None}},
     "siglep-masked-text": {"config": {"siglep_clean_text": False}},
+    "siglep-masked-ecg": {"config": {"siglep_clean_ecg": False}},
 }
 ABLATION = ("C-MELT", "-N3S", "-Siglep")  # the paper's Tab. 6 shape
 
