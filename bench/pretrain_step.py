@@ -1,8 +1,10 @@
 """Seconds per pretraining step, samples/s and model FLOPs utilisation (MFU) at paper width.
 
     python -m bench.pretrain_step [--batch_size 8] [--text_length 64] [--steps 3] [--quick]
+    python -m bench.pretrain_step --preset demo --batch_size 64 --text_length 40 --steps 8 \
+        --overrides '{"siglep_clean_ecg": false}' --output bench/results/pretrain_step_demo_masked_ecg.json
 
-The model is `CMELTConfig()` (the paper configuration: ECG encoder + Flan-T5-base-shaped text tower, random init,
+The model is `CMELTConfig.from_preset(--preset)` with the JSON `--overrides` (default: `CMELTConfig()`, the paper configuration: ECG encoder + Flan-T5-base-shaped text tower, random init,
 + fusion + the four heads), one full forward + backward + AdamW step per iteration on random inputs shaped like a
 real batch (12 x 5000 ECG, MEM dropping 75 % of tokens, 25 % of the report tokens masked, half the texts
 negatives). FLOPs are counted by `torch.utils.flop_counter` on one step; the ceiling is a large fp32 matmul timed in
@@ -13,6 +15,7 @@ bench/results/pretrain_step.json.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -51,11 +54,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--text_length", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--quick", action="store_true", help="1 timed step (for bench/run_all.py)")
+    parser.add_argument("--preset", default="paper", help="CMELTConfig preset: paper | demo | tiny")
+    parser.add_argument("--overrides", type=json.loads, default={},
+                        help='JSON of CMELTConfig.from_preset keywords, e.g. \'{"siglep_clean_ecg": false}\'')
+    parser.add_argument("--output", type=Path, default=RESULTS, help="the result JSON")
     args = parser.parse_args(argv)
     steps = 1 if args.quick else args.steps
 
     torch.manual_seed(0)
-    config = CMELTConfig()
+    config = CMELTConfig.from_preset(args.preset, **args.overrides)
     model = CMELTForPreTraining(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     batch = make_batch(config, args.batch_size, args.text_length)
@@ -81,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python -m bench.pretrain_step " + " ".join(argv if argv is not None else sys.argv[1:]),
         "goal": {"metric": "mfu_fp32", "op": ">=", "value": 0.60},
         "results": {
+            "preset": args.preset,
+            "overrides": args.overrides,
             "parameters": sum(p.numel() for p in model.parameters()),
             "batch_size": args.batch_size,
             "text_length": args.text_length,
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "machine": machine_info(),
     }
-    write_result(RESULTS, result, print_results=True)
+    write_result(args.output, result, print_results=True)
     return result
 
 
