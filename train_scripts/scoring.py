@@ -26,9 +26,12 @@ from modeling_cmelt import CMELTModel
 from modeling_cmelt.pipeline_cmelt import encode_label_texts, zero_shot_logits
 
 
+ECG_COLUMNS = ["ecg", "lead_mask"]
+
+
 def ecg_batches(dataset, batch_size: int, device, progress: bool = True, description: str = "ECG embeddings"):
     """Yields (input_values float32 mV (b, 12, 5000), lead_mask bool (b, 12)) tensors on `device`, in row order."""
-    columns = dataset.with_format("numpy", columns=["ecg", "lead_mask"])
+    columns = dataset.with_format("numpy", columns=ECG_COLUMNS)
     for start in tqdm(range(0, len(dataset), batch_size), desc=description, disable=not progress):
         rows = columns[start : start + batch_size]
         input_values = ecg_batch_tensor(rows["ecg"]).to(device)
@@ -42,11 +45,12 @@ def ecg_embeddings(model, dataset, batch_size: int = 64, progress: bool = True, 
 
     `keep`: (12,) bool lead subset (`data.leads.lead_keep_mask`); the other leads are zeroed and masked."""
     model.eval()
+    pooled = CMELTPooledECG(model, projected=True)
     embeds = []
     for input_values, lead_mask in ecg_batches(dataset, batch_size, model.device, progress):
         if keep is not None:
             input_values, lead_mask = apply_lead_subset(input_values, lead_mask, keep)
-        embeds.append(model.get_ecg_features(input_values, lead_mask=lead_mask).pooler_output.float().cpu())
+        embeds.append(pooled(input_values, lead_mask)["features"].cpu())
     return torch.cat(embeds)
 
 
@@ -97,18 +101,16 @@ def encoder_features(model, dataset, batch_size: int = 64, progress: bool = True
     was_training = model.ecg_model.training
     model.ecg_model.eval()
     device = next(model.parameters()).device
+    pooled = CMELTPooledECG(model, projected=False)
     features = []
     for input_values, lead_mask in ecg_batches(dataset, batch_size, device, progress, "encoder features"):
         if transform is not None:
             input_values, lead_mask = transform(input_values, lead_mask)
-        features.append(model.ecg_model(input_values, lead_mask=lead_mask).pooler_output.float().cpu())
+        features.append(pooled(input_values, lead_mask)["features"].cpu())
     model.ecg_model.train(was_training)
     if not features:
         return torch.zeros(0, model.config.ecg_config.hidden_size)
     return torch.cat(features)
-
-
-ECG_COLUMNS = ["ecg", "lead_mask"]
 
 
 class CMELTECGCollator:
