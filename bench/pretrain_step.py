@@ -45,6 +45,8 @@ def make_batch(config: CMELTConfig, batch_size: int, text_length: int, seed: int
         "attention_mask": torch.ones_like(ids),
         "labels": labels,
         "is_aligned": (torch.arange(batch_size) % 2).float(),
+        "siglep_input_ids": ids,  # the own reports (read only with `siglep_own_report`)
+        "siglep_attention_mask": torch.ones_like(ids),
     }
 
 

@@ -105,6 +105,8 @@ class CMELTPretrainingCollator:
         lead_mask_prob: probability that each recorded lead is hidden, at least one lead always staying
             (`config.ecg_config.lead_mask_prob`).
         max_length: tokens kept per report (`config.max_text_length`).
+        siglep_own_report: also tokenise each row's own report, unmasked, as `siglep_input_ids` /
+            `siglep_attention_mask` (`config.siglep_own_report`: Siglep pairs every ECG with its own report).
         ecg_num_tokens: tokens the model's conv stack makes (`config.ecg_config.num_tokens`); when known, the
             collator also draws MEM's token-dropping noise, so the whole batch is reproducible.
     """
@@ -120,6 +122,7 @@ class CMELTPretrainingCollator:
     mlm_mask_token: str | None = None
     lead_mask_prob: float | None = None
     max_length: int | None = None
+    siglep_own_report: bool | None = None
     ecg_num_tokens: int | None = None
     skipped: int = field(default=0, init=False)
 
@@ -135,6 +138,8 @@ class CMELTPretrainingCollator:
             self.lead_mask_prob = ecg_config.lead_mask_prob
         if self.max_length is None:
             self.max_length = config.max_text_length
+        if self.siglep_own_report is None:
+            self.siglep_own_report = config.siglep_own_report
         if self.ecg_num_tokens is None and self.config is not None:
             self.ecg_num_tokens = ecg_config.num_tokens
         if self.negatives not in ("n3s", "random", "none"):
@@ -173,7 +178,8 @@ class CMELTPretrainingCollator:
             if choices.size:
                 lead_mask[i, rng.choice(choices)] = True
 
-        texts = [row["report"] for row in usable]
+        own_reports = [row["report"] for row in usable]
+        texts = list(own_reports)
         ecg_report_ids = np.array([row.get("report_id", -1) for row in usable], dtype=np.int64)
         text_report_ids = ecg_report_ids.copy()
         is_aligned = np.ones(batch, dtype=np.float32)
@@ -186,9 +192,7 @@ class CMELTPretrainingCollator:
             for i, report_id, text in swaps:
                 texts[i], text_report_ids[i], is_aligned[i] = text, report_id, 0.0
 
-        encoded = self.processor.tokenizer(
-            texts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+        encoded = self._tokenize(texts)
         torch_generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         input_ids, labels = mask_tokens(
             self.processor.tokenizer,
@@ -208,9 +212,17 @@ class CMELTPretrainingCollator:
             "ecg_report_ids": torch.from_numpy(ecg_report_ids),
             "text_report_ids": torch.from_numpy(text_report_ids),
         }
+        if self.siglep_own_report:
+            own = self._tokenize(own_reports)
+            features["siglep_input_ids"], features["siglep_attention_mask"] = own["input_ids"], own["attention_mask"]
         if self.ecg_num_tokens:
             features["noise"] = torch.from_numpy(rng.random((batch, self.ecg_num_tokens)).astype(np.float32))
         return features
+
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.processor.tokenizer(
+            texts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
 
     def _n3s_swaps(self, rows: list[dict], rows_to_swap, rng: np.random.Generator):
         """(row, report id, text) for each row to swap that has N3S candidates: one candidate at random."""

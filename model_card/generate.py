@@ -299,7 +299,17 @@ def model_details_section(config: CMELTConfig, architecture: str, preset: str | 
         f"vocabulary {text.vocab_size}, reports truncated to {config.max_text_length} tokens.",
         f"- **Shared embedding space (Siglep):** projection size {config.projection_dim}; "
         f"{'L2-normalised' if config.siglep_normalize else 'not normalised'}; "
-        + ("learned logit scale and bias." if config.siglep_learnable_scale else "fixed logit scale 1, no bias."),
+        + (
+            f"learned logit scale and bias (initial scale {math.exp(config.logit_scale_init_value):.3g}, bias "
+            f"{config.logit_bias_init_value:g})."
+            if config.siglep_learnable_scale
+            else "fixed logit scale 1, no bias."
+        )
+        + (
+            " Pretraining paired every ECG with its own report; the swapped-in negatives fed only fusion and ETM."
+            if config.siglep_own_report
+            else " Pretraining scored the text fed to fusion, so a swapped-in negative's pair was a negative."
+        ),
     ]
     if architecture == "CMELTForPreTraining":
         lines.append(

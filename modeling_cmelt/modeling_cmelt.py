@@ -561,7 +561,7 @@ class CMELTForPreTraining(CMELTModel):
 
     The ECG tower sees only the tokens kept by MAE-style masking. Fusion and MLM see the MLM-masked report actually
     paired with the ECG (a negative when `is_aligned` is 0); Siglep sees that report unmasked
-    (`siglep_clean_text`), as zero-shot scoring does.
+    (`siglep_clean_text`), as zero-shot scoring does, or the ECG's own report (`siglep_own_report`).
     """
 
     _keys_to_ignore_on_load_unexpected = None
@@ -594,6 +594,22 @@ class CMELTForPreTraining(CMELTModel):
         clean_ids = torch.where(labels != -100, labels, input_ids)
         return self.encode_text(clean_ids, attention_mask)[0].last_hidden_state
 
+    def _siglep_texts(self, masked_states, input_ids, attention_mask, labels, is_aligned, own_ids, own_mask):
+        """(text states, their attention mask, Siglep's diagonal targets, whether the texts are the ECGs' own
+        reports). With `siglep_own_report`: the own reports (`own_ids`), every row a positive; a batch without
+        negatives needs none, its fed texts are the own reports. Otherwise the text fed to fusion, unmasked when
+        `siglep_clean_text`."""
+        if self.config.siglep_own_report and own_ids is not None:
+            output, own_mask = self.encode_text(own_ids, own_mask)
+            return output.last_hidden_state, own_mask, torch.ones_like(is_aligned), True
+        if self.config.siglep_own_report and not bool(is_aligned.all()):
+            raise ValueError(
+                "siglep_own_report needs siglep_input_ids (the ECGs' own reports, tokenised) when the batch holds "
+                "negatives (is_aligned 0); CMELTPretrainingCollator supplies them"
+            )
+        states = self._siglep_text_states(input_ids, attention_mask, labels, masked_states)
+        return states, attention_mask, is_aligned, bool(self.config.siglep_own_report)
+
     def forward(
         self,
         input_values: torch.Tensor,
@@ -605,6 +621,8 @@ class CMELTForPreTraining(CMELTModel):
         ecg_report_ids: torch.Tensor | None = None,
         text_report_ids: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        siglep_input_ids: torch.Tensor | None = None,
+        siglep_attention_mask: torch.Tensor | None = None,
         data_parallel_rank: int = 0,
         data_parallel_world_size: int = 1,
         **kwargs,
@@ -618,6 +636,8 @@ class CMELTForPreTraining(CMELTModel):
         ecg_report_ids / text_report_ids (batch,): report ids of the ECG's own report and of the text fed; used by
             duplicate-aware Siglep (identical reports are positives).
         noise (batch, num_tokens): fixes which ECG tokens MEM drops.
+        siglep_input_ids, siglep_attention_mask (batch, length): each ECG's own report, unmasked, for Siglep when
+            `config.siglep_own_report` (needed when the batch holds negatives).
         data_parallel_rank / data_parallel_world_size: this process's place in data-parallel training, so Siglep
             scores local ECGs against the global batch's texts (the Trainer passes its accelerator's).
         """
@@ -645,13 +665,17 @@ class CMELTForPreTraining(CMELTModel):
             if config.siglep_clean_ecg and mask_ratio > 0:
                 ecg_pooled = self.ecg_model.encode(ecg_tokens).pooler_output
             ecg_embeds = self._project(ecg_pooled, self.ecg_pooler, self.ecg_projection)
-            text_states = self._siglep_text_states(input_ids, attention_mask, labels, text_output.last_hidden_state)
-            text_pooled = pool_sequence(text_states, attention_mask, config.text_pooling)
+            text_states, text_mask, siglep_aligned, own_reports = self._siglep_texts(
+                text_output.last_hidden_state, input_ids, attention_mask, labels, is_aligned,
+                siglep_input_ids, siglep_attention_mask,
+            )
+            text_pooled = pool_sequence(text_states, text_mask, config.text_pooling)
             text_embeds = self._project(text_pooled, self.text_pooler, self.text_projection)
             scale, bias = self.logit_scale_and_bias()
-            ids = (ecg_report_ids, text_report_ids) if config.siglep_duplicate_aware else (None, None)
+            text_ids = ecg_report_ids if own_reports else text_report_ids
+            ids = (ecg_report_ids, text_ids) if config.siglep_duplicate_aware else (None, None)
             losses["siglep"] = siglep_loss(
-                ecg_embeds, text_embeds, scale, bias, is_aligned, *ids, data_parallel_rank, data_parallel_world_size
+                ecg_embeds, text_embeds, scale, bias, siglep_aligned, *ids, data_parallel_rank, data_parallel_world_size
             )
             outputs["logits_per_ecg"] = ecg_embeds @ text_embeds.t() * scale + bias
 

@@ -60,8 +60,9 @@ def test_the_demo_card_reports_the_lead_masking_it_trained_with(tmp_path, monkey
     out = tmp_path / "demo"
     demo_main(["--output_dir", str(out), "--num_subjects", "30", "--max_steps", "2", "--batch_size", "8",
                "--eval_every", "100", "--n3s_k", "4", "--num_proc", "1", "--lead_mask_prob", "0.2",
-               "--real_data_dir", str(tmp_path / "absent")])
+               "--real_data_dir", str(tmp_path / "absent"), "--config_overrides", '{"mem_mask_ratio": 0.25}'])
     folder = out / "run" / "model"
+    assert json.loads((folder / "config.json").read_text())["mem_mask_ratio"] == 0.25  # --config_overrides reached it
     assert used and set(used) == {0.2}  # what was trained
     assert json.loads((folder / "config.json").read_text())["ecg_config"]["lead_mask_prob"] == 0.2  # what is saved
     assert "random lead masking uses p = 0.2." in (folder / "README.md").read_text()  # what the card says

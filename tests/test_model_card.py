@@ -188,6 +188,15 @@ def test_parameter_counts_match_a_real_model():
     assert sum(dual.values()) == sum(p.numel() for p in CMELTModel(config).parameters())
 
 
+def test_card_states_how_siglep_was_paired_and_initialised(tmp_path):
+    for own_report, phrase in ((True, "paired every ECG with its own report"), (False, "scored the text fed to fusion")):
+        folder = tmp_path / str(own_report)
+        config = CMELTConfig.from_preset("demo", siglep_own_report=own_report)
+        CMELTForPreTraining(config).save_pretrained(folder)
+        _, body = split_card(write_model_card(folder).read_text())
+        assert phrase in body and "learned logit scale and bias (initial scale 10, bias -5)." in body
+
+
 def test_training_summary_base_model_and_synthetic_warning(tmp_path):
     folder = tmp_path / "demo"
     CMELTForPreTraining(CMELTConfig.from_preset("tiny")).save_pretrained(folder)

@@ -11,7 +11,7 @@ from cmelt.data.collator import CMELTPretrainingCollator
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining, CMELTModel
 from modeling_cmelt.loss_cmelt import siglep_targets
 from tests.test_modeling import make_batch
-from tests.test_pretraining import processor, tiny_corpus  # noqa: F401  (module fixture)
+from tests.test_pretraining import lookup, processor, tiny_corpus  # noqa: F401  (module fixture)
 
 
 def test_random_negatives_get_etm_label_zero_and_a_different_report(processor):  # noqa: F811
@@ -93,6 +93,45 @@ def test_siglep_ecg_sees_every_token_with_siglep_clean_ecg(clean_ecg):
         ecg = model.get_ecg_features(batch["input_values"], batch["lead_mask"]).pooler_output
         scale, bias = model.logit_scale_and_bias()
         torch.testing.assert_close(first.logits_per_ecg, ecg @ text.t() * scale + bias)
+
+
+def test_siglep_own_report_makes_every_row_a_positive(processor):  # noqa: F811
+    """With `siglep_own_report` the collator also hands over each ECG's own report, unmasked, and Siglep scores
+    the ECGs against those: a swapped-in negative still feeds fusion and ETM but no longer takes a row's positive.
+    The loss equals that of the same ECGs fed their own reports with no negatives; without the switch it does not."""
+    config = CMELTConfig.from_preset(
+        "tiny", siglep_own_report=True, text_config={"vocab_size": len(processor.tokenizer)},
+        ecg_config={"num_samples": 1000},
+    )
+    rows = list(tiny_corpus())[:8]
+    batch = CMELTPretrainingCollator(processor, report_texts=lookup, seed=3, config=config)(rows)
+    negative = ~batch["is_aligned"].bool()
+    assert negative.any()
+    own = processor.tokenizer([row["report"] for row in rows], padding="longest", return_tensors="pt")
+    torch.testing.assert_close(batch["siglep_input_ids"], own["input_ids"])  # own reports, nothing masked
+    assert not torch.equal(batch["input_ids"][negative], own["input_ids"][negative][:, : batch["input_ids"].shape[1]])
+    torch.manual_seed(0)
+    model = CMELTForPreTraining(config).eval()
+    with torch.no_grad():
+        swapped = model(**batch)
+        fed_own = model(
+            input_values=batch["input_values"], lead_mask=batch["lead_mask"], noise=batch["noise"],
+            input_ids=own["input_ids"], attention_mask=own["attention_mask"],
+        )
+        torch.testing.assert_close(swapped.loss_siglep, fed_own.loss_siglep)
+        model.config.siglep_own_report = False  # the paper: the swapped text, its diagonal a negative
+        paper = model(**{key: value for key, value in batch.items() if not key.startswith("siglep_")})
+    assert not torch.allclose(paper.loss_siglep, swapped.loss_siglep)
+    assert "siglep_input_ids" not in CMELTPretrainingCollator(processor, report_texts=lookup)(rows)
+
+
+def test_siglep_own_report_refuses_negatives_without_the_own_reports():
+    config = CMELTConfig.from_preset("tiny", siglep_own_report=True)
+    batch = make_batch(config)  # row 1 is a negative
+    with pytest.raises(ValueError, match="siglep_input_ids"):
+        CMELTForPreTraining(config)(**batch)
+    batch["is_aligned"] = torch.ones(4)  # no negatives: the fed reports are the own reports
+    assert CMELTForPreTraining(config)(**batch).loss_siglep is not None
 
 
 def test_reference_head_shares_the_fusion_input_projection():

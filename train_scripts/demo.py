@@ -55,6 +55,7 @@ VARIANTS = {
     "reference-head": {"config": {"siglep_head": "fusion_projection", "projection_dim": None}},
     "siglep-masked-text": {"config": {"siglep_clean_text": False}},
     "siglep-masked-ecg": {"config": {"siglep_clean_ecg": False}},
+    "siglep-fed-report": {"config": {"siglep_own_report": False}},  # the paper: a swapped row has no positive
 }
 ABLATION = ("C-MELT", "-N3S", "-Siglep")  # the paper's Tab. 6 shape
 
@@ -78,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         choices=["mlm", "mem", "etm", "siglep"], help="pretraining losses to use")
     parser.add_argument("--run_name", default="run", help="sub-folder of output_dir for checkpoints and the model")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config_overrides", type=json.loads, default=None,
+                        help='JSON of CMELTConfig keywords merged into the demo preset, e.g. '
+                             '\'{"siglep_own_report": false}\' (as --overrides in bench.pretrain_step)')
     parser.add_argument("--ablation", action="store_true", help="also train -N3S and -Siglep and compare")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=None,
                         help="train these variants on the same corpus and budget (default: C-MELT, or the ablation)")
@@ -190,6 +194,7 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
         **({"ecg_config": {"lead_mask_prob": args.lead_mask_prob}} if args.lead_mask_prob is not None else {}),
         **({"mem_mask_ratio": args.mask_ratio} if args.mask_ratio is not None else {}),
         **overrides.get("config", {}),
+        **(args.config_overrides or {}),
     )
     run_dir = out / (args.run_name if not overrides else args.run_name + name.lower().replace("-", "_"))
     parameters = {"upstream": upstream, "variant": overrides, "config": config.to_diff_dict(),
@@ -251,7 +256,7 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
 
 
 # Flags whose change makes an earlier training run stale (the demo then trains afresh instead of resuming).
-TRAINING_FLAGS = ("max_steps", "batch_size", "learning_rate", "lead_mask_prob", "mask_ratio", "duplicate_aware",
+TRAINING_FLAGS = ("config_overrides", "max_steps", "batch_size", "learning_rate", "lead_mask_prob", "mask_ratio", "duplicate_aware",
                   "losses", "seed", "eval_every")
 STARTED_MARKER = ".demo_started.json"
 
@@ -283,6 +288,7 @@ def choose_torch_threads(config: CMELTConfig, batch_size: int, requested: int = 
         "lead_mask": torch.ones(size, 12, dtype=torch.bool), "input_ids": ids,
         "attention_mask": torch.ones_like(ids), "labels": torch.where(torch.rand(ids.shape, generator=generator) < 0.25, ids, -100),
         "is_aligned": (torch.arange(size) % 2).float(),
+        "siglep_input_ids": ids, "siglep_attention_mask": torch.ones_like(ids),  # read with `siglep_own_report`
         "noise": torch.rand(size, config.ecg_config.num_tokens, generator=generator),
     }
     model = CMELTForPreTraining(config).train()
