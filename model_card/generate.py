@@ -306,7 +306,7 @@ def model_details_section(config: CMELTConfig, architecture: str, preset: str | 
             else "fixed logit scale 1, no bias."
         )
         + (
-            " Pretraining paired every ECG with its own report; the swapped-in negatives fed only fusion and ETM."
+            " Pretraining paired every ECG with its own report; the swapped-in negatives fed only fusion, MLM and ETM."
             if config.siglep_own_report
             else " Pretraining scored the text fed to fusion, so a swapped-in negative's pair was a negative."
         ),

@@ -256,8 +256,8 @@ def train_variant(name, overrides, args, out, corpus, table, text_dir, evaluatio
 
 
 # Flags whose change makes an earlier training run stale (the demo then trains afresh instead of resuming).
-TRAINING_FLAGS = ("config_overrides", "max_steps", "batch_size", "learning_rate", "lead_mask_prob", "mask_ratio", "duplicate_aware",
-                  "losses", "seed", "eval_every")
+TRAINING_FLAGS = ("max_steps", "batch_size", "learning_rate", "lead_mask_prob", "mask_ratio", "duplicate_aware",
+                  "losses", "seed", "eval_every")  # --config_overrides reaches the config, which is compared whole
 STARTED_MARKER = ".demo_started.json"
 
 
