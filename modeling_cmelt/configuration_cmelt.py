@@ -393,8 +393,8 @@ _PRESETS: dict[str, dict] = {
         # Siglep scores the whole ECG, as zero-shot does: 0.926 held-out zero-shot AUC against 0.905 at 900 steps
         # (1AVB 0.82 against 0.70), for about 35 % more time per step.
         "siglep_clean_ecg": True,
-        # Siglep pairs every ECG with its own report (the N3S negatives feed ETM only): every row is a positive, not
-        # half, at the same step time (the own reports replace the re-encoded clean fed reports).
+        # Siglep pairs every ECG with its own report (the N3S negatives feed only fusion, MLM and ETM): every row is a
+        # positive, not half, at the same step time (the own reports replace the re-encoded clean fed reports).
         "siglep_own_report": True,
         "projection_dim": 128,
         "siglep_head": "pool_project",
