@@ -20,7 +20,7 @@ import torch
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 
 from bench.machine import machine_info, write_result
-from bench.pretrain_step import make_batch
+from cmelt.train_scripts.profiling import random_pretraining_batch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "clean_text_cost.json"
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps, times = {}, {}
     for clean in (True, False):
         config = CMELTConfig.from_preset(args.preset, siglep_clean_text=clean)
-        batch = make_batch(config, args.batch_size, args.text_length)
+        batch = random_pretraining_batch(config, args.batch_size, args.text_length)
         steps[clean], times[clean] = step_function(config, batch), []
         steps[clean]()
         steps[clean]()

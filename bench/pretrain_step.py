@@ -27,27 +27,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 
 from bench.machine import machine_info, write_result
-from cmelt.train_scripts.profiling import matmul_ceiling  # noqa: E402  (one home: the demo prints it too)
+from cmelt.train_scripts.profiling import matmul_ceiling, random_pretraining_batch  # noqa: E402  (one home: the demo uses them too)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pretrain_step.json"
-
-
-def make_batch(config: CMELTConfig, batch_size: int, text_length: int, seed: int = 0) -> dict:
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(2, config.text_config.vocab_size, (batch_size, text_length), generator=generator)
-    labels = torch.full_like(ids, -100)
-    masked = torch.rand(ids.shape, generator=generator) < config.mlm_probability
-    labels[masked] = ids[masked]
-    return {
-        "input_values": torch.randn(batch_size, 12, config.ecg_config.num_samples, generator=generator),
-        "lead_mask": torch.ones(batch_size, 12, dtype=torch.bool),
-        "input_ids": ids,
-        "attention_mask": torch.ones_like(ids),
-        "labels": labels,
-        "is_aligned": (torch.arange(batch_size) % 2).float(),
-        "siglep_input_ids": ids,  # the own reports (read only with `siglep_own_report`)
-        "siglep_attention_mask": torch.ones_like(ids),
-    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -67,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = CMELTConfig.from_preset(args.preset, **args.overrides)
     model = CMELTForPreTraining(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
-    batch = make_batch(config, args.batch_size, args.text_length)
+    batch = random_pretraining_batch(config, args.batch_size, args.text_length)
 
     def step():
         optimizer.zero_grad(set_to_none=True)

@@ -595,20 +595,19 @@ class CMELTForPreTraining(CMELTModel):
         return self.encode_text(clean_ids, attention_mask)[0].last_hidden_state
 
     def _siglep_texts(self, masked_states, input_ids, attention_mask, labels, is_aligned, own_ids, own_mask):
-        """(text states, their attention mask, Siglep's diagonal targets, whether the texts are the ECGs' own
-        reports). With `siglep_own_report`: the own reports (`own_ids`), every row a positive; a batch without
-        negatives needs none, its fed texts are the own reports. Otherwise the text fed to fusion, unmasked when
-        `siglep_clean_text`."""
+        """(text states, their attention mask, Siglep's diagonal targets). With `siglep_own_report`: the own reports
+        (`own_ids`), every row a positive; a batch without negatives needs none, its fed texts are the own reports.
+        Otherwise the text fed to fusion, unmasked when `siglep_clean_text`."""
         if self.config.siglep_own_report and own_ids is not None:
             output, own_mask = self.encode_text(own_ids, own_mask)
-            return output.last_hidden_state, own_mask, torch.ones_like(is_aligned), True
+            return output.last_hidden_state, own_mask, torch.ones_like(is_aligned)
         if self.config.siglep_own_report and not bool(is_aligned.all()):
             raise ValueError(
                 "siglep_own_report needs siglep_input_ids (the ECGs' own reports, tokenised) when the batch holds "
                 "negatives (is_aligned 0); CMELTPretrainingCollator supplies them"
             )
         states = self._siglep_text_states(input_ids, attention_mask, labels, masked_states)
-        return states, attention_mask, is_aligned, bool(self.config.siglep_own_report)
+        return states, attention_mask, is_aligned
 
     def forward(
         self,
@@ -665,14 +664,14 @@ class CMELTForPreTraining(CMELTModel):
             if config.siglep_clean_ecg and mask_ratio > 0:
                 ecg_pooled = self.ecg_model.encode(ecg_tokens).pooler_output
             ecg_embeds = self._project(ecg_pooled, self.ecg_pooler, self.ecg_projection)
-            text_states, text_mask, siglep_aligned, own_reports = self._siglep_texts(
+            text_states, text_mask, siglep_aligned = self._siglep_texts(
                 text_output.last_hidden_state, input_ids, attention_mask, labels, is_aligned,
                 siglep_input_ids, siglep_attention_mask,
             )
             text_pooled = pool_sequence(text_states, text_mask, config.text_pooling)
             text_embeds = self._project(text_pooled, self.text_pooler, self.text_projection)
             scale, bias = self.logit_scale_and_bias()
-            text_ids = ecg_report_ids if own_reports else text_report_ids
+            text_ids = ecg_report_ids if config.siglep_own_report else text_report_ids
             ids = (ecg_report_ids, text_ids) if config.siglep_duplicate_aware else (None, None)
             losses["siglep"] = siglep_loss(
                 ecg_embeds, text_embeds, scale, bias, siglep_aligned, *ids, data_parallel_rank, data_parallel_world_size

@@ -41,7 +41,7 @@ from cmelt.train_scripts.evaluation import current_commit, result_row, write_row
 from cmelt.train_scripts.figures import save_evaluation_figures
 from cmelt.train_scripts.out_of_generator import format_out_of_generator, out_of_generator_check
 from cmelt.train_scripts.pretraining import CMELTDataArguments, CMELTModelArguments, CMELTTrainingArguments, pretrain
-from cmelt.train_scripts.profiling import StageTimer, fastest_thread_count, matmul_ceiling
+from cmelt.train_scripts.profiling import StageTimer, fastest_thread_count, matmul_ceiling, random_pretraining_batch
 from cmelt.train_scripts.scoring import ecg_embeddings, evaluate_zero_shot
 from modeling_cmelt import CMELTConfig, CMELTForPreTraining
 from modeling_cmelt.feature_extraction_cmelt import CMELTFeatureExtractor
@@ -280,17 +280,7 @@ def choose_torch_threads(config: CMELTConfig, batch_size: int, requested: int = 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cores == 1:
         return torch.get_num_threads()
-    generator = torch.Generator().manual_seed(0)
-    size = max(4, batch_size // 8)
-    ids = torch.randint(2, config.text_config.vocab_size, (size, 32), generator=generator)
-    batch = {
-        "input_values": torch.randn(size, 12, config.ecg_config.num_samples, generator=generator),
-        "lead_mask": torch.ones(size, 12, dtype=torch.bool), "input_ids": ids,
-        "attention_mask": torch.ones_like(ids), "labels": torch.where(torch.rand(ids.shape, generator=generator) < 0.25, ids, -100),
-        "is_aligned": (torch.arange(size) % 2).float(),
-        "siglep_input_ids": ids, "siglep_attention_mask": torch.ones_like(ids),  # read with `siglep_own_report`
-        "noise": torch.rand(size, config.ecg_config.num_tokens, generator=generator),
-    }
+    batch = random_pretraining_batch(config, max(4, batch_size // 8), 32)
     model = CMELTForPreTraining(config).train()
 
     def step():

@@ -24,6 +24,26 @@ def matmul_ceiling(size: int = 2048, repetitions: int = 10, dtype=torch.float32)
     return 2 * size**3 / best
 
 
+def random_pretraining_batch(config, batch_size: int, text_length: int, seed: int = 0) -> dict:
+    """Random `CMELTForPreTraining` inputs shaped like a real batch (12-lead ECGs, `config.mlm_probability` of the
+    report tokens masked, half the texts negatives), for timing a step (the demo's thread choice, bench/)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, config.text_config.vocab_size, (batch_size, text_length), generator=generator)
+    labels = torch.full_like(ids, -100)
+    masked = torch.rand(ids.shape, generator=generator) < config.mlm_probability
+    labels[masked] = ids[masked]
+    return {
+        "input_values": torch.randn(batch_size, 12, config.ecg_config.num_samples, generator=generator),
+        "lead_mask": torch.ones(batch_size, 12, dtype=torch.bool),
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "is_aligned": (torch.arange(batch_size) % 2).float(),
+        "siglep_input_ids": ids,  # the own reports (read only with `siglep_own_report`)
+        "siglep_attention_mask": torch.ones_like(ids),
+    }
+
+
 def fastest_thread_count(step, candidates: list[int], repeats: int = 2) -> tuple[int, dict[int, float]]:
     """Time `step()` (after one warm-up call) with each torch thread count and return the fastest, with the
     seconds per call measured for each. On a small CPU model, two threads can be several times slower than one
