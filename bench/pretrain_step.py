@@ -35,7 +35,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "pretrain_step.json"
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--text_length", type=int, default=64)
+    parser.add_argument("--text_length", type=int, default=64, help="tokens per report (the batch's longest)")
+    parser.add_argument("--min_text_length", type=int, default=None,
+                        help="spread the reports' lengths evenly from this to --text_length (default: all full)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--quick", action="store_true", help="1 timed step (for bench/run_all.py)")
     parser.add_argument("--preset", default="paper", help="CMELTConfig preset: paper | demo | tiny")
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = CMELTConfig.from_preset(args.preset, **args.overrides)
     model = CMELTForPreTraining(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
-    batch = random_pretraining_batch(config, args.batch_size, args.text_length)
+    batch = random_pretraining_batch(config, args.batch_size, args.text_length, min_text_length=args.min_text_length)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
             "parameters": sum(p.numel() for p in model.parameters()),
             "batch_size": args.batch_size,
             "text_length": args.text_length,
+            "min_text_length": args.min_text_length,
             "seconds_per_step": round(seconds, 3),
             "samples_per_second": round(args.batch_size / seconds, 3),
             "model_gflops_per_step": round(flops_per_step / 1e9, 1),

@@ -499,7 +499,27 @@ class CMELTModel(CMELTPreTrainedModel):
             if pad_token_id is None:
                 raise ValueError("attention_mask is required: the text config has no pad_token_id to derive it from")
             attention_mask = (input_ids != pad_token_id).long()
+        if self.config.text_length_buckets > 1 and input_ids.shape[0] > 1:
+            return self._encode_text_in_length_buckets(input_ids, attention_mask), attention_mask
         return self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True), attention_mask
+
+    def _encode_text_in_length_buckets(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutput:
+        """The text tower on `config.text_length_buckets` groups of rows sorted by length, each cut after its last
+        unmasked column. Masked keys add nothing to attention and T5's position bias is relative, so the real tokens'
+        states are those of one call; padded positions hold zeros. Padding-free attention (flattened batches) is
+        not available for T5's position bias, hence the groups: on the demo they halve the text tower's tokens."""
+        order = attention_mask.sum(-1).argsort()
+        width = input_ids.shape[1]
+        states = []
+        for rows in order.tensor_split(self.config.text_length_buckets):
+            if rows.numel() == 0:
+                continue
+            kept = int(attention_mask[rows].any(0).nonzero().max()) + 1 if attention_mask[rows].any() else 1
+            hidden = self.text_model(
+                input_ids=input_ids[rows, :kept], attention_mask=attention_mask[rows, :kept], return_dict=True
+            ).last_hidden_state
+            states.append(nn.functional.pad(hidden, (0, 0, 0, width - kept)))
+        return BaseModelOutput(last_hidden_state=torch.cat(states)[order.argsort()])
 
     def get_ecg_features(
         self, input_values: torch.Tensor, lead_mask: torch.Tensor | None = None, **kwargs

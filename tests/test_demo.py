@@ -214,3 +214,20 @@ def test_stage_timer_table_and_json(tmp_path):
     assert [row["stage"] for row in saved["stages"]] == ["corpus tree", "training"]
     assert saved["stages"][0]["note"] == "reused" and saved["steps_per_second"] == {"C-MELT": 1.0}
     assert "corpus tree" in timer.table() and "total" in timer.table()
+
+
+def test_random_pretraining_batch_spreads_report_lengths_when_asked():
+    import torch
+    from modeling_cmelt import CMELTConfig
+
+    from cmelt.train_scripts.profiling import random_pretraining_batch
+
+    config = CMELTConfig.from_preset("tiny")
+    full = random_pretraining_batch(config, 8, 20)
+    assert bool(full["attention_mask"].all())
+    spread = random_pretraining_batch(config, 8, 20, min_text_length=6)
+    lengths = spread["attention_mask"].sum(-1)
+    assert int(lengths.min()) == 6 and int(lengths.max()) == 20 and len(set(lengths.tolist())) == 8
+    padding = ~spread["attention_mask"].bool()
+    assert bool((spread["input_ids"][padding] == 0).all()) and bool((spread["labels"][padding] == -100).all())
+    assert torch.equal(spread["siglep_attention_mask"], spread["attention_mask"])

@@ -194,7 +194,7 @@ def test_card_states_how_siglep_was_paired_and_initialised(tmp_path):
         config = CMELTConfig.from_preset("demo", siglep_own_report=own_report)
         CMELTForPreTraining(config).save_pretrained(folder)
         _, body = split_card(write_model_card(folder).read_text())
-        assert phrase in body and "learned logit scale and bias (initial scale 10, bias -5)." in body
+        assert phrase in body and "learned logit scale and bias (initial scale 5, bias -5)." in body
 
 
 def test_training_summary_base_model_and_synthetic_warning(tmp_path):

@@ -227,6 +227,34 @@ def test_gradient_checkpointing_gives_the_same_loss():
     assert torch.allclose(reference, checkpointed, atol=1e-5)
 
 
+def test_text_length_buckets_give_the_same_states_losses_and_gradients():
+    """Grouping rows by length (`text_length_buckets`) trims padding only: the real tokens' states, the pretraining
+    loss and the gradients are those of one padded call, for right- and left-padded rows alike."""
+    no_dropout = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "feat_proj_dropout": 0.0}
+    presets = {"fusion_dropout": 0.0, "ecg_config": no_dropout, "text_config": {"dropout_rate": 0.0}}
+    batch = make_batch(CMELTConfig.from_preset("tiny"), batch=4)
+    lengths = [3, 10, 6, 4]
+    batch["attention_mask"] = torch.stack([torch.arange(TEXT_LEN) < length for length in lengths]).long()
+    batch["attention_mask"][3] = batch["attention_mask"][3].flip(0)  # left-padded
+    batch["labels"] = torch.where(batch["attention_mask"].bool(), batch["labels"], -100)
+    noise = torch.rand(4, CMELTConfig.from_preset("tiny").ecg_config.num_tokens)
+    one_call = CMELTForPreTraining(CMELTConfig.from_preset("tiny", **presets)).eval()
+    grouped = CMELTForPreTraining(CMELTConfig.from_preset("tiny", text_length_buckets=3, **presets)).eval()
+    grouped.load_state_dict(one_call.state_dict())
+
+    real = batch["attention_mask"].bool()
+    states = [model.encode_text(batch["input_ids"], batch["attention_mask"])[0].last_hidden_state
+              for model in (one_call, grouped)]
+    assert torch.allclose(states[0][real], states[1][real], atol=1e-5)
+    losses = [model(**batch, noise=noise).loss for model in (one_call, grouped)]
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+    for loss in losses:
+        loss.backward()
+    embedding = [model.text_model.get_input_embeddings().weight.grad for model in (one_call, grouped)]
+    assert embedding[0].abs().sum() > 0
+    assert torch.allclose(embedding[0], embedding[1], atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "shape, message",
     [

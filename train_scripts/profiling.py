@@ -24,23 +24,31 @@ def matmul_ceiling(size: int = 2048, repetitions: int = 10, dtype=torch.float32)
     return 2 * size**3 / best
 
 
-def random_pretraining_batch(config, batch_size: int, text_length: int, seed: int = 0) -> dict:
+def random_pretraining_batch(
+    config, batch_size: int, text_length: int, seed: int = 0, min_text_length: int | None = None
+) -> dict:
     """Random `CMELTForPreTraining` inputs shaped like a real batch (12-lead ECGs, `config.mlm_probability` of the
-    report tokens masked, half the texts negatives), for timing a step (the demo's thread choice, bench/)."""
+    report tokens masked, half the texts negatives), for timing a step (the demo's thread choice, bench/). Every
+    report is `text_length` tokens long, or, with `min_text_length`, the lengths are spread evenly from that to
+    `text_length` (right-padded, rows shuffled), as real reports vary."""
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(2, config.text_config.vocab_size, (batch_size, text_length), generator=generator)
+    lengths = torch.linspace(min_text_length or text_length, text_length, batch_size).round()
+    lengths = lengths[torch.randperm(batch_size, generator=generator)]
+    attention_mask = (torch.arange(text_length) < lengths[:, None]).long()
+    ids = ids * attention_mask  # pad id 0
     labels = torch.full_like(ids, -100)
-    masked = torch.rand(ids.shape, generator=generator) < config.mlm_probability
+    masked = (torch.rand(ids.shape, generator=generator) < config.mlm_probability) & attention_mask.bool()
     labels[masked] = ids[masked]
     return {
         "input_values": torch.randn(batch_size, 12, config.ecg_config.num_samples, generator=generator),
         "lead_mask": torch.ones(batch_size, 12, dtype=torch.bool),
         "input_ids": ids,
-        "attention_mask": torch.ones_like(ids),
+        "attention_mask": attention_mask,
         "labels": labels,
         "is_aligned": (torch.arange(batch_size) % 2).float(),
         "siglep_input_ids": ids,  # the own reports (read only with `siglep_own_report`)
-        "siglep_attention_mask": torch.ones_like(ids),
+        "siglep_attention_mask": attention_mask,
     }
 
 
