@@ -383,7 +383,7 @@ _PRESETS: dict[str, dict] = {
             "dropout_rate": 0.0,
         },
         "max_text_length": 64,
-        # reports average 17 tokens while a batch's longest is ~44: four length groups halve the text tower's work
+        # demo reports average 17 tokens while a batch's longest is ~44: four length groups skip most of the padding
         "text_length_buckets": 4,
         "fusion_hidden_size": 128,
         "fusion_num_layers": 1,

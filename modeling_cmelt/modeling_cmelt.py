@@ -507,7 +507,7 @@ class CMELTModel(CMELTPreTrainedModel):
         """The text tower on `config.text_length_buckets` groups of rows sorted by length, each cut after its last
         unmasked column. Masked keys add nothing to attention and T5's position bias is relative, so the real tokens'
         states are those of one call; padded positions hold zeros. Padding-free attention (flattened batches) is
-        not available for T5's position bias, hence the groups: on the demo they halve the text tower's tokens."""
+        not available for T5's position bias, hence the groups."""
         order = attention_mask.sum(-1).argsort()
         width = input_ids.shape[1]
         states = []
