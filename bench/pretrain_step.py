@@ -1,6 +1,6 @@
 """Seconds per pretraining step, samples/s and model FLOPs utilisation (MFU) at paper width.
 
-    python -m bench.pretrain_step [--batch_size 8] [--text_length 64] [--steps 3] [--quick]
+    python -m bench.pretrain_step [--batch_size 8] [--text_length 64] [--min_text_length 8] [--steps 3] [--quick]
     python -m bench.pretrain_step --preset demo --batch_size 64 --text_length 40 --steps 8 \
         --overrides '{"siglep_clean_ecg": false}' --output bench/results/pretrain_step_demo_masked_ecg.json
 

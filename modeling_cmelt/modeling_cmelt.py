@@ -514,7 +514,8 @@ class CMELTModel(CMELTPreTrainedModel):
         for rows in order.tensor_split(self.config.text_length_buckets):
             if rows.numel() == 0:
                 continue
-            kept = int(attention_mask[rows].any(0).nonzero().max()) + 1 if attention_mask[rows].any() else 1
+            used_columns = attention_mask[rows].any(0).nonzero()
+            kept = int(used_columns.max()) + 1 if len(used_columns) else 1
             hidden = self.text_model(
                 input_ids=input_ids[rows, :kept], attention_mask=attention_mask[rows, :kept], return_dict=True
             ).last_hidden_state
