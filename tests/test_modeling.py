@@ -231,15 +231,15 @@ def test_text_length_buckets_give_the_same_states_losses_and_gradients():
     """Grouping rows by length (`text_length_buckets`) trims padding only: the real tokens' states, the pretraining
     loss and the gradients are those of one padded call, for right- and left-padded rows alike."""
     no_dropout = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "feat_proj_dropout": 0.0}
-    presets = {"fusion_dropout": 0.0, "ecg_config": no_dropout, "text_config": {"dropout_rate": 0.0}}
+    without_dropout = {"fusion_dropout": 0.0, "ecg_config": no_dropout, "text_config": {"dropout_rate": 0.0}}
     batch = make_batch(CMELTConfig.from_preset("tiny"), batch=4)
     lengths = [3, 10, 6, 4]
     batch["attention_mask"] = torch.stack([torch.arange(TEXT_LEN) < length for length in lengths]).long()
     batch["attention_mask"][3] = batch["attention_mask"][3].flip(0)  # left-padded
     batch["labels"] = torch.where(batch["attention_mask"].bool(), batch["labels"], -100)
     noise = torch.rand(4, CMELTConfig.from_preset("tiny").ecg_config.num_tokens)
-    one_call = CMELTForPreTraining(CMELTConfig.from_preset("tiny", **presets)).eval()
-    grouped = CMELTForPreTraining(CMELTConfig.from_preset("tiny", text_length_buckets=3, **presets)).eval()
+    one_call = CMELTForPreTraining(CMELTConfig.from_preset("tiny", **without_dropout)).eval()
+    grouped = CMELTForPreTraining(CMELTConfig.from_preset("tiny", text_length_buckets=3, **without_dropout)).eval()
     grouped.load_state_dict(one_call.state_dict())
 
     real = batch["attention_mask"].bool()
