@@ -33,7 +33,8 @@ def random_pretraining_batch(
     `text_length` (right-padded, rows shuffled), as real reports vary."""
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(2, config.text_config.vocab_size, (batch_size, text_length), generator=generator)
-    lengths = torch.linspace(min_text_length or text_length, text_length, batch_size).round()
+    shortest = text_length if min_text_length is None else min_text_length
+    lengths = torch.linspace(shortest, text_length, batch_size).round()
     lengths = lengths[torch.randperm(batch_size, generator=generator)]
     attention_mask = (torch.arange(text_length) < lengths[:, None]).long()
     ids = ids * attention_mask  # pad id 0
